@@ -1,0 +1,9 @@
+"""CLI subcommands, one module per stage of the data flow."""
+
+from __future__ import annotations
+
+import click
+
+from stackbuild.commands.recipes import lint_command, list_command, render_command, show_command
+
+ALL_COMMANDS: list[click.Command] = [list_command, show_command, render_command, lint_command]

@@ -1,0 +1,171 @@
+"""`stackbuild list | show | render | lint`: recipes in, rendered files out."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from stackbuild.errors import StackbuildError
+from stackbuild.lint import lint_tree
+from stackbuild.recipe import Variant, expand_matrix, load_recipe, select_variant
+from stackbuild.recipe.catalog import find_recipe, shipped_recipes
+from stackbuild.recipe.yamlsource import format_path
+from stackbuild.render.renderer import render_variant
+from stackbuild.render.writers import WRITERS, check_formats
+
+console = Console(highlight=False, soft_wrap=True)
+
+
+def load_variants(recipe: str) -> list[Variant]:
+    """Load, check and expand one recipe given by name or path."""
+    return expand_matrix(load_recipe(find_recipe(recipe)))
+
+
+def parse_only(value: str | None) -> list[str] | None:
+    """--only containerfile,modules -> ['containerfile', 'modules']."""
+    if not value:
+        return None
+    return check_formats([part.strip() for part in value.split(",") if part.strip()])
+
+
+@click.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_command(as_json: bool) -> None:
+    """List the shipped recipes and their variants."""
+    rows = []
+    for path in shipped_recipes():
+        for variant in load_variants(str(path)):
+            rows.append(
+                {
+                    "recipe": path.stem,
+                    "variant": variant.name,
+                    "image": variant.image_reference,
+                    "module": f"{variant.module_name}/{variant.module_version}",
+                    "frameworks": variant.frameworks,
+                }
+            )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("recipe", "variant", "image", "module")
+    for row in rows:
+        table.add_row(row["recipe"], row["variant"], row["image"], row["module"])
+    console.print(table)
+
+
+@click.command("show")
+@click.argument("variant")
+@click.option("--recipe", "-r", help="Recipe name or path (needed if several have VARIANT).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def show_command(variant: str, recipe: str | None, as_json: bool) -> None:
+    """Show a variant's resolved settings and where each value came from."""
+    if recipe:
+        chosen = select_variant(load_variants(recipe), variant)
+    else:
+        everywhere = [v for p in shipped_recipes() for v in load_variants(str(p))]
+        matches = [v for v in everywhere if v.name == variant]
+        if not matches:
+            select_variant(everywhere, variant)  # raises with the list of valid names
+        if len(matches) > 1:
+            raise StackbuildError(
+                f"variant {variant!r} exists in several recipes",
+                hint="pick one with --recipe: " + ", ".join(m.recipe_name for m in matches),
+            )
+        chosen = matches[0]
+    dump = chosen.settings.model_dump(mode="json")
+    rows = []
+    for path, source in sorted(chosen.provenance.items(), key=lambda kv: format_path(kv[0])):
+        value = dump
+        for part in path:
+            value = value[part] if isinstance(value, dict) else value
+        rows.append({"key": format_path(path), "value": value, "source": str(source)})
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "variant": chosen.name,
+                    "recipe": chosen.recipe_name,
+                    "image": chosen.image_reference,
+                    "module": f"{chosen.module_name}/{chosen.module_version}",
+                    "settings": rows,
+                },
+                indent=2,
+            )
+        )
+        return
+    console.print(Text(f"{chosen.name}  (recipe {chosen.recipe_name}: {chosen.recipe_path})"))
+    console.print(Text(f"image  {chosen.image_reference}"))
+    console.print(Text(f"module {chosen.module_name}/{chosen.module_version}"))
+    table = Table("key", "value", "from")
+    for row in rows:
+        table.add_row(Text(row["key"]), Text(json.dumps(row["value"])), Text(row["source"]))
+    console.print(table)
+
+
+@click.command("render")
+@click.argument("recipe")
+@click.option("--variant", "-v", "variants", multiple=True, help="Only this variant (repeatable).")
+@click.option(
+    "--only",
+    help=f"Comma-separated formats to render (default all): {', '.join(WRITERS)}.",
+)
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), required=True, help="Output directory."
+)
+@click.option(
+    "--templates",
+    type=click.Path(path_type=Path),
+    help="Site template directory; its files override the built-in templates.",
+)
+@click.option("--force", is_flag=True, help="Replace output directories not made by render.")
+def render_command(
+    recipe: str,
+    variants: tuple[str, ...],
+    only: str | None,
+    output: Path,
+    templates: Path | None,
+    force: bool,
+) -> None:
+    """Render a recipe's variants into OUTPUT/<variant>/ (deterministic)."""
+    formats = parse_only(only)
+    all_variants = load_variants(recipe)
+    chosen = [select_variant(all_variants, v) for v in variants] if variants else all_variants
+    for variant in chosen:
+        path = render_variant(variant, output, formats, templates, force=force)
+        console.print(Text(f"rendered {variant.name} -> {path}"))
+
+
+@click.command("lint")
+@click.argument("recipes", nargs=-1)
+@click.option(
+    "--dir",
+    "rendered",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="Lint an already rendered directory instead of rendering.",
+)
+@click.option("--templates", type=click.Path(path_type=Path), help="Site template directory.")
+def lint_command(recipes: tuple[str, ...], rendered: Path | None, templates: Path | None) -> None:
+    """Render recipes (default: all shipped) and check every file with the real tools."""
+    with tempfile.TemporaryDirectory(prefix="stackbuild-lint-") as tmp:
+        if rendered is not None:
+            root = rendered
+        else:
+            root = Path(tmp)
+            names = list(recipes) or [str(p) for p in shipped_recipes()]
+            for name in names:
+                for variant in load_variants(name):
+                    render_variant(variant, root / Path(name).stem, None, templates)
+        checked, findings = lint_tree(root)
+        for finding in findings:
+            console.print(
+                Text(str(finding.path.relative_to(root)) + f": [{finding.tool}] " + finding.message)
+            )
+    if findings:
+        raise StackbuildError(f"lint: {len(findings)} problem(s) in {checked} files")
+    console.print(Text(f"lint: {checked} files checked, no problems"))

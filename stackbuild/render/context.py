@@ -1,0 +1,221 @@
+"""Decisions about a variant's build files, made in Python so templates only hold text.
+
+`BuildContext` turns a Variant into the values the templates print: package lists, pip
+requirements, the image's environment, labels, the Horovod build switches and the cache
+key of the compiled Horovod wheel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import cached_property
+
+from stackbuild import __version__
+from stackbuild.recipe.matrix import Variant
+
+VENV = "/opt/venv"
+STACKBUILD_DIR = "/opt/stackbuild"
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+#: Debian packages every runtime / builder stage needs, whatever the recipe says.
+RUNTIME_BASE_PACKAGES = ("python3", "python3-venv", "libgomp1", "ca-certificates", "procps")
+BUILDER_BASE_PACKAGES = (
+    "python3",
+    "python3-venv",
+    "python3-dev",
+    "build-essential",
+    "cmake",
+    "patch",
+    "git",
+    "ca-certificates",
+)
+#: Packages where pip takes the real ones: the CUDA libraries and NCCL come with the frameworks.
+MPI_LIB_DIRS = {"mpich": "/usr/lib/x86_64-linux-gnu", "openmpi": "/usr/lib/x86_64-linux-gnu"}
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """The values the Containerfile and its helper scripts are rendered from."""
+
+    variant: Variant
+
+    @property
+    def settings(self):
+        return self.variant.settings
+
+    @cached_property
+    def runtime_packages(self) -> list[str]:
+        s = self.settings
+        return sorted(
+            _unique([*RUNTIME_BASE_PACKAGES, *s.mpi.runtime_packages, *s.os_packages.runtime])
+        )
+
+    @cached_property
+    def builder_packages(self) -> list[str]:
+        s = self.settings
+        return sorted(
+            _unique(
+                [
+                    *BUILDER_BASE_PACKAGES,
+                    *s.mpi.build_packages,
+                    *s.os_packages.build,
+                    *(s.cuda.packages if s.cuda else []),
+                ]
+            )
+        )
+
+    @cached_property
+    def framework_requirements(self) -> list[str]:
+        """Lines of requirements-frameworks.txt: the frameworks Horovod is compiled against."""
+        s = self.settings
+        lines: list[str] = []
+        if s.pytorch is not None and s.pytorch.index_url:
+            lines.append(f"--extra-index-url {s.pytorch.index_url}")
+        if s.tensorflow is not None:
+            lines.append(f"{s.tensorflow.package}=={s.tensorflow.version}")
+            lines.extend(s.tensorflow.extra_packages)
+        if s.pytorch is not None:
+            lines.append(f"{s.pytorch.package}=={s.pytorch.version}")
+            lines.extend(s.pytorch.extra_packages)
+        return lines
+
+    @property
+    def extra_requirements(self) -> list[str]:
+        """Top-level pins installed last, so changing one rebuilds only what follows."""
+        return list(self.settings.pip.extra_packages)
+
+    @cached_property
+    def pip_environment(self) -> dict[str, str]:
+        """Build-time pip settings from the recipe (credentials come from the pip_conf secret)."""
+        p = self.settings.pip
+        env: dict[str, str] = {}
+        if p.index_url:
+            env["PIP_INDEX_URL"] = p.index_url
+        if p.extra_index_urls:
+            env["PIP_EXTRA_INDEX_URL"] = " ".join(p.extra_index_urls)
+        if p.find_links:
+            env["PIP_FIND_LINKS"] = " ".join(p.find_links)
+        return env
+
+    @cached_property
+    def compile_flags(self) -> str:
+        p = self.settings.platform
+        return f"{p.optimize} -march={p.march}"
+
+    @cached_property
+    def horovod_environment(self) -> dict[str, str]:
+        """HOROVOD_* switches for the wheel build, from frameworks, MPI, ops and the target."""
+        s, h = self.settings, self.settings.horovod
+        env = {
+            "HOROVOD_WITH_TENSORFLOW" if s.tensorflow else "HOROVOD_WITHOUT_TENSORFLOW": "1",
+            "HOROVOD_WITH_PYTORCH" if s.pytorch else "HOROVOD_WITHOUT_PYTORCH": "1",
+            "HOROVOD_WITHOUT_MXNET": "1",
+            "HOROVOD_WITH_MPI" if "mpi" in h.controllers else "HOROVOD_WITHOUT_MPI": "1",
+            "HOROVOD_WITH_GLOO" if "gloo" in h.controllers else "HOROVOD_WITHOUT_GLOO": "1",
+            "CFLAGS": self.compile_flags,
+            "CXXFLAGS": self.compile_flags,
+        }
+        cpu_ops = [op for op in h.tensor_operations if op in ("gloo", "mpi")]
+        if cpu_ops:
+            env["HOROVOD_CPU_OPERATIONS"] = cpu_ops[0].upper()
+        if "nccl" in h.tensor_operations:
+            env["HOROVOD_GPU_OPERATIONS"] = "NCCL"
+        if s.cuda is not None:
+            env["HOROVOD_GPU"] = "CUDA"
+            env["HOROVOD_CUDA_HOME"] = "/usr/local/cuda"
+            env["HOROVOD_BUILD_CUDA_CC_LIST"] = ",".join(
+                cc.replace(".", "") for cc in s.cuda.compute_capabilities
+            )
+        env.update(h.build_env)
+        return dict(sorted(env.items()))
+
+    @cached_property
+    def horovod_cache_key(self) -> str:
+        """Key of the compiled-wheel cache: everything that changes the Horovod binary."""
+        s = self.settings
+        material = {
+            "horovod": s.horovod.model_dump(mode="json", exclude={"patches"}),
+            "patches": [
+                hashlib.sha256(p.read_bytes()).hexdigest() for p in self.variant.patch_files
+            ],
+            "frameworks": self.framework_requirements,
+            "mpi": s.mpi.model_dump(mode="json"),
+            "cuda": s.cuda.model_dump(mode="json") if s.cuda else None,
+            "platform": s.platform.model_dump(mode="json", exclude={"description"}),
+            "builder_image": s.base.builder_image or s.base.image,
+            "builder_packages": self.builder_packages,
+            "environment": self.horovod_environment,
+        }
+        blob = json.dumps(material, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:24]
+
+    @cached_property
+    def threads(self) -> dict[str, str]:
+        """OpenMP and TensorFlow thread-pool variables that the target fixes (not 'auto')."""
+        t = self.settings.threads
+        env: dict[str, str] = {}
+        if t.omp_num_threads != "auto":
+            env["OMP_NUM_THREADS"] = str(t.omp_num_threads)
+        if t.intra_op != "auto":
+            env["TF_NUM_INTRAOP_THREADS"] = str(t.intra_op)
+        if t.inter_op != "auto":
+            env["TF_NUM_INTEROP_THREADS"] = str(t.inter_op)
+        return env
+
+    @cached_property
+    def runtime_environment(self) -> dict[str, str]:
+        """ENV of the final image; PATH and LD_LIBRARY_PATH live here (Shifter drops LD_*)."""
+        s = self.settings
+        lib_dirs = [f"{VENV}/lib", "/usr/local/lib", MPI_LIB_DIRS[s.mpi.flavor]]
+        if s.cuda is not None:
+            lib_dirs = ["/usr/local/cuda/lib64", "/usr/local/nvidia/lib64", *lib_dirs]
+        env = {
+            "PATH": f"{VENV}/bin:{SYSTEM_PATH}",
+            "LD_LIBRARY_PATH": ":".join(_unique(lib_dirs)),
+            "VIRTUAL_ENV": VENV,
+            "PYTHONPATH": STACKBUILD_DIR,
+            "PYTHONNOUSERSITE": "1",
+            "STACKBUILD_VARIANT": self.variant.name,
+            "STACKBUILD_RECIPE": self.variant.recipe_name,
+        }
+        if s.tensorflow is not None:
+            env["TF_ENABLE_ONEDNN_OPTS"] = "1" if s.tensorflow.onednn else "0"
+            env["TF_CPP_MIN_LOG_LEVEL"] = "1"
+        env.update(self.threads)
+        env.update(s.env)
+        return env
+
+    @cached_property
+    def labels(self) -> dict[str, str]:
+        """OCI labels: recipe, variant, versions (the revision label comes from a build arg)."""
+        v, s = self.variant, self.settings
+        labels = {
+            "org.opencontainers.image.title": f"{v.image_name}:{v.image_tag}",
+            "org.opencontainers.image.description": " ".join(v.stack.description.split()),
+            "org.opencontainers.image.version": v.stack.version,
+            "org.opencontainers.image.authors": ", ".join(v.stack.maintainers),
+            "org.opencontainers.image.vendor": v.stack.labels.get(
+                "org.opencontainers.image.vendor", "stackbuild"
+            ),
+            "io.stackbuild.recipe": v.recipe_name,
+            "io.stackbuild.recipe.digest": v.recipe_digest,
+            "io.stackbuild.variant": v.name,
+            "io.stackbuild.target": v.target,
+            "io.stackbuild.horovod.version": s.horovod.version,
+            "io.stackbuild.mpi": s.mpi.flavor,
+            "io.stackbuild.generator": f"stackbuild {__version__}",
+        }
+        if s.tensorflow is not None:
+            labels["io.stackbuild.tensorflow.version"] = s.tensorflow.version
+        if s.pytorch is not None:
+            labels["io.stackbuild.pytorch.version"] = s.pytorch.version
+        if s.cuda is not None:
+            labels["io.stackbuild.cuda.version"] = s.cuda.version
+        labels.update(v.stack.labels)
+        return dict(sorted(labels.items()))

@@ -1,0 +1,325 @@
+"""Writers, one per output format, registered by name: each turns a Variant into files.
+
+Formats: `containerfile` (the build context), `apptainer` (a definition derived from the
+Containerfile with spython), `modules` (Lmod and Tcl module files plus wrapper scripts) and
+`jobs` (Slurm scripts that run the validation with Shifter, podman-hpc and Apptainer).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+
+from stackbuild import PROJECT_ROOT, __version__
+from stackbuild.errors import TemplateError
+from stackbuild.recipe.matrix import Variant
+from stackbuild.render.context import STACKBUILD_DIR, SYSTEM_PATH, VENV, BuildContext
+from stackbuild.render.environment import render_template
+from stackbuild.render.spython_adapter import parse_containerfile_text, write_definition
+
+VALIDATION_PACKAGE = PROJECT_ROOT / "validation"
+GENERATOR = f"stackbuild {__version__}"
+MPI_PLUGINS = {"mpich": "pmi2", "openmpi": "pmix"}
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    """One output file, its path relative to the variant's directory."""
+
+    path: str
+    content: bytes
+    executable: bool = False
+
+
+WriterFunc = Callable[[Variant, jinja2.Environment], list[RenderedFile]]
+WRITERS: dict[str, WriterFunc] = {}
+
+
+def writer(name: str) -> Callable[[WriterFunc], WriterFunc]:
+    """Register a writer for an output format."""
+
+    def register(func: WriterFunc) -> WriterFunc:
+        WRITERS[name] = func
+        return func
+
+    return register
+
+
+def wrapper_image(variant: Variant) -> str:
+    """How the module's runtime names the image: docker:ref for Shifter, a SIF for Apptainer."""
+    runtime = variant.settings.modules.runtime
+    if runtime == "shifter":
+        return f"docker:{variant.image_reference}"
+    if runtime == "apptainer":
+        return sif_path(variant)
+    return variant.image_reference
+
+
+def sif_path(variant: Variant) -> str:
+    """Where the site keeps the variant's SIF file."""
+    name = variant.image_name.replace("/", "_")
+    return f"{variant.settings.modules.sif_dir}/{name}_{variant.image_tag}.sif"
+
+
+def template_context(variant: Variant) -> dict[str, Any]:
+    """The values every template sees."""
+    s = variant.settings
+    ctx = BuildContext(variant)
+    return {
+        "generator": GENERATOR,
+        "recipe_name": variant.recipe_name,
+        "variant_name": variant.name,
+        "settings": s,
+        "ctx": ctx,
+        "venv": VENV,
+        "stackbuild_dir": STACKBUILD_DIR,
+        "system_path": SYSTEM_PATH,
+        "builder_image": s.base.builder_image or s.base.image,
+        "base_image": s.base.image,
+        "wrapper_image": wrapper_image(variant),
+        "image_reference": variant.image_reference,
+        "module_name": variant.module_name,
+        "module_version": variant.module_version,
+        "description": " ".join(variant.stack.description.split()),
+        "runtime": s.modules.runtime,
+        "commands": s.modules.commands,
+        "conflicts": s.modules.conflicts,
+        "gpu": s.cuda is not None,
+        "shifter_modules": s.jobs.shifter_modules,
+        "jobs": s.jobs,
+        "threads": ctx.threads,
+        "mpi_plugin": MPI_PLUGINS[s.mpi.flavor],
+        "sif_path": sif_path(variant),
+        "validation_args": [
+            "--framework",
+            ",".join(variant.frameworks),
+            "--suite",
+            ",".join(s.jobs.suite),
+            "--config",
+            s.jobs.config,
+        ],
+    }
+
+
+def _text(path: str, content: str, executable: bool = False) -> RenderedFile:
+    return RenderedFile(path, content.encode("utf-8"), executable)
+
+
+def _json(data: object) -> str:
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def variant_manifest(variant: Variant) -> dict[str, Any]:
+    """variant.json: what the builder needs to know, so it never re-reads the recipe."""
+    s = variant.settings
+    ctx = BuildContext(variant)
+    return {
+        "recipe": variant.recipe_name,
+        "recipe_path": str(variant.recipe_path.name),
+        "recipe_hash": variant.build_digest,
+        "variant": variant.name,
+        "target": variant.target,
+        "framework": variant.framework,
+        "frameworks": variant.frameworks,
+        "image": {
+            "repository": f"{s.image.registry}/{variant.image_name}",
+            "tags": [variant.image_tag],
+        },
+        "base": {
+            "image": s.base.image,
+            "builder_image": s.base.builder_image or s.base.image,
+            "bootstrap": s.base.bootstrap.model_dump(mode="json") if s.base.bootstrap else None,
+        },
+        "build": {
+            "secrets": {"ca_bundle": None, "pip_conf": None},
+            "volumes": {
+                "wheelhouse": {"host": None, "target": "/wheelhouse"} if s.pip.wheelhouse else None,
+                "wheel_cache": {"host": None, "target": "/cache/wheels"},
+                "pip_cache": {"host": None, "target": "/cache/pip"},
+            },
+            "build_args": {},
+        },
+        "horovod_cache_key": ctx.horovod_cache_key,
+        "horovod": {
+            "controllers": s.horovod.controllers,
+            "tensor_operations": s.horovod.tensor_operations,
+        },
+        "settings": s.model_dump(mode="json"),
+    }
+
+
+def _validation_files() -> list[RenderedFile]:
+    """The validation harness, copied into the build context (sources only, sorted)."""
+    files = []
+    if VALIDATION_PACKAGE.is_dir():
+        for path in sorted(VALIDATION_PACKAGE.rglob("*")):
+            rel = path.relative_to(VALIDATION_PACKAGE)
+            if path.is_file() and "__pycache__" not in rel.parts and path.suffix != ".pyc":
+                files.append(RenderedFile(f"files/validation/{rel.as_posix()}", path.read_bytes()))
+    return files
+
+
+@writer("containerfile")
+def write_containerfile(variant: Variant, env: jinja2.Environment) -> list[RenderedFile]:
+    """The build context: Containerfile, build scripts, patches, the harness, variant.json."""
+    context = template_context(variant)
+    ctx: BuildContext = context["ctx"]
+    files = [
+        _text("Containerfile", render_template(env, "Containerfile.j2", context)),
+        _text("files/pip-env.sh", render_template(env, "files/pip-env.sh.j2", context)),
+        _text("files/requirements-frameworks.txt", "\n".join(ctx.framework_requirements) + "\n"),
+        _text(
+            "files/horovod/build-horovod.sh",
+            render_template(env, "files/build-horovod.sh.j2", context),
+            executable=True,
+        ),
+        _text(
+            "files/stackbuild-info.json",
+            _json(
+                {
+                    "recipe": variant.recipe_name,
+                    "variant": variant.name,
+                    "image": variant.image_reference,
+                    "frameworks": variant.frameworks,
+                    "horovod": variant.settings.horovod.model_dump(
+                        mode="json", exclude={"patches", "build_env"}
+                    ),
+                    "target": variant.target,
+                    "cuda": variant.settings.cuda is not None,
+                    "generator": GENERATOR,
+                }
+            ),
+        ),
+        _text("variant.json", _json(variant_manifest(variant))),
+        _text(".containerignore", "modulefiles\nwrappers\njobs\napptainer.def\nvariant.json\n"),
+    ]
+    for patch in variant.patch_files:
+        files.append(RenderedFile(f"files/horovod/patches/{patch.name}", patch.read_bytes()))
+    files.extend(_validation_files())
+    return files
+
+
+_MOUNT_FLAG = re.compile(r"^\s*--mount=\S+\s*")
+
+
+def containerfile_to_apptainer(containerfile: str, variant: Variant) -> str:
+    """Convert the Containerfile with spython, adapting what Apptainer does differently."""
+    recipe = parse_containerfile_text(containerfile)
+    for layer in recipe.values():
+        cleaned = []
+        for line in layer.install:
+            # BuildKit secret mounts have no %post equivalent; pip-env.sh copes without them.
+            stripped = _MOUNT_FLAG.sub("", line)
+            while _MOUNT_FLAG.match(stripped):
+                stripped = _MOUNT_FLAG.sub("", stripped)
+            if stripped.strip() in ("", "\\"):
+                continue
+            cleaned.append(stripped)
+        layer.install = cleaned
+    text = write_definition(recipe)
+    agent = variant.settings.base.apptainer_bootstrap
+    if agent != "docker":
+
+        def bootstrap(match: re.Match[str]) -> str:
+            ref = match.group(1).strip()
+            source = ref
+            if agent in ("docker-archive", "oci-archive"):
+                source = re.sub(r"[^A-Za-z0-9._-]+", "_", ref) + ".tar"
+            return f"Bootstrap: {agent}\nFrom: {source}"
+
+        text = re.sub(r"Bootstrap: docker\nFrom: (.+)", bootstrap, text)
+    header = (
+        f"# Apptainer definition for {variant.name}, derived from its Containerfile by spython\n"
+        f"# (rendered by {GENERATOR}). Build from this directory:\n"
+        f"#   apptainer build {variant.name}.sif apptainer.def\n"
+    )
+    return header + text.replace(" \n", "\n").rstrip() + "\n"
+
+
+@writer("apptainer")
+def write_apptainer(variant: Variant, env: jinja2.Environment) -> list[RenderedFile]:
+    """apptainer.def, derived from the rendered Containerfile."""
+    containerfile = render_template(env, "Containerfile.j2", template_context(variant))
+    return [_text("apptainer.def", containerfile_to_apptainer(containerfile, variant))]
+
+
+def help_text(variant: Variant) -> str:
+    """The module's help: what it is, how to run it, where the image is."""
+    s = variant.settings
+    lines = [
+        f"{variant.stack.description.strip()}",
+        "",
+        f"Image:     {variant.image_reference}",
+        f"Runtime:   {s.modules.runtime}",
+        f"Variant:   {variant.name} (recipe {variant.recipe_name} {variant.stack.version})",
+        f"Commands:  {', '.join(s.modules.commands)} (wrapper scripts; they work under srun)",
+        "",
+        "Example:",
+        f"  module load {variant.module_name}/{variant.module_version}",
+        "  srun -n 4 python train.py",
+    ]
+    if s.modules.help:
+        lines += ["", s.modules.help.strip()]
+    return "\n".join(lines)
+
+
+@writer("modules")
+def write_modules(variant: Variant, env: jinja2.Environment) -> list[RenderedFile]:
+    """Lmod .lua and Tcl module files, and one wrapper script per wrapped command."""
+    context = template_context(variant) | {"help_text": help_text(variant)}
+    name, version = variant.module_name, variant.module_version
+    files = [
+        _text(
+            f"modulefiles/lmod/{name}/{version}.lua",
+            render_template(env, "modules/module.lua.j2", context),
+        ),
+        _text(
+            f"modulefiles/tcl/{name}/{version}",
+            render_template(env, "modules/module.tcl.j2", context),
+        ),
+    ]
+    for command in variant.settings.modules.commands:
+        files.append(
+            _text(
+                f"wrappers/{name}/{version}/bin/{command}",
+                render_template(env, "wrappers/wrapper.sh.j2", context | {"command": command}),
+                executable=True,
+            )
+        )
+    return files
+
+
+JOB_RUNTIMES = {"shifter": "Shifter", "podman-hpc": "podman-hpc", "apptainer": "Apptainer"}
+
+
+@writer("jobs")
+def write_jobs(variant: Variant, env: jinja2.Environment) -> list[RenderedFile]:
+    """Slurm scripts that run the validation suite at scale, one per runtime."""
+    files = []
+    for runtime, label in JOB_RUNTIMES.items():
+        script = f"validate-{runtime}.sbatch"
+        context = template_context(variant) | {"runtime_label": label, "script_name": script}
+        files.append(
+            _text(
+                f"jobs/{script}",
+                render_template(env, f"jobs/{runtime}.sbatch.j2", context),
+                executable=True,
+            )
+        )
+    return files
+
+
+def check_formats(names: list[str]) -> list[str]:
+    """Validate a list of format names against the registered writers."""
+    unknown = [n for n in names if n not in WRITERS]
+    if unknown:
+        raise TemplateError(
+            f"unknown output format {unknown[0]!r}",
+            hint=f"choose from: {', '.join(WRITERS)}",
+        )
+    return names
