@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +24,11 @@ INSTALL_HINTS: dict[str, str] = {
     "skopeo": "apt-get install skopeo (or run scripts/setup-host.sh)",
     "mksquashfs": "apt-get install squashfs-tools (or run scripts/setup-host.sh)",
     "debootstrap": "apt-get install debootstrap (or run scripts/setup-host.sh)",
+    "runc": "apt-get install runc (or run scripts/setup-host.sh)",
+    "umoci": "apt-get install umoci (or run scripts/setup-host.sh)",
+    "unsquashfs": "apt-get install squashfs-tools (or run scripts/setup-host.sh)",
+    "docker-registry": "apt-get install docker-registry (or run scripts/setup-host.sh)",
+    "docker": "install Docker Engine with BuildKit (not used on the project's machines)",
     "apptainer": "install Apptainer from https://apptainer.org (not packaged in Debian 12)",
 }
 
@@ -83,3 +92,61 @@ def run_tool(
             f"command failed (exit {result.returncode}): {' '.join(args)}\n{result.tail()}"
         )
     return result
+
+
+def stream_tool(
+    argv: Sequence[str | Path],
+    *,
+    log_path: Path,
+    on_line: Callable[[str], None] | None = None,
+    cwd: Path | None = None,
+    grace_s: float = 20.0,
+) -> ToolResult:
+    """Run a long command, copy its output to log_path line by line; stop it if interrupted."""
+    args = [str(a) for a in argv]
+    exe = find_tool(args[0]) if "/" not in args[0] else args[0]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    tail: deque[str] = deque(maxlen=200)
+    # Own session: Ctrl-C reaches us only, and we stop the whole group in order.
+    with log_path.open("a", encoding="utf-8") as log:
+        log.write(f"$ {' '.join(args)}\n")
+        log.flush()
+        proc = subprocess.Popen(
+            [exe, *args[1:]],
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            bufsize=1,
+            start_new_session=True,
+        )
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log.write(line)
+                log.flush()
+                tail.append(line.rstrip("\n"))
+                if on_line is not None:
+                    on_line(line.rstrip("\n"))
+            proc.wait()
+        except BaseException:
+            _stop_group(proc, grace_s)
+            log.write(f"\n[stackbuild] interrupted; stopped {args[0]} (pid {proc.pid})\n")
+            raise
+    return ToolResult(tuple(args), proc.returncode, "\n".join(tail), "")
+
+
+def _stop_group(proc: subprocess.Popen[str], grace_s: float) -> None:
+    """Ask a process group to stop (SIGTERM), then kill it after grace_s."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -86,8 +86,13 @@ def deep_merge(
     out = dict(base)
     for key, value in layer.items():
         child = (*path, key)
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and value:
-            out[key] = deep_merge(out[key], value, source_for, prov, child)
+        if isinstance(value, dict) and value:
+            below = out.get(key)
+            if not isinstance(below, dict):
+                below = {}
+                for stale in [p for p in prov if p[: len(child)] == child]:
+                    del prov[stale]
+            out[key] = deep_merge(below, value, source_for, prov, child)
         else:
             out[key] = value
             for stale in [p for p in prov if p[: len(child)] == child]:

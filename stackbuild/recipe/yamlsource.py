@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,10 @@ class YamlDocument:
     def where(self, key_path: KeyPath) -> str:
         """'file:line' for a key path, for error messages."""
         line = self.line_of(key_path)
-        return f"{self.path}:{line}" if line else str(self.path)
+        shown = os.path.relpath(self.path)
+        if shown.startswith(".."):
+            shown = str(self.path)
+        return f"{shown}:{line}" if line else shown
 
 
 def _to_python(loader: yaml.SafeLoader, node: yaml.Node, path: KeyPath, doc: YamlDocument) -> Any:

@@ -63,6 +63,24 @@ def make_environment(site_dir: Path | None = None) -> jinja2.Environment:
     return env
 
 
+def _failing_template(exc: BaseException) -> str | None:
+    """The template file Jinja was executing when exc was raised (its frames carry the name)."""
+    found, tb = None, exc.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.endswith(".j2"):
+            found = filename
+        tb = tb.tb_next
+    if found is None:
+        return None
+    for root in (BUILTIN_TEMPLATES,):
+        try:
+            return str(Path(found).relative_to(root))
+        except ValueError:
+            pass
+    return found
+
+
 def render_template(env: jinja2.Environment, name: str, context: dict[str, object]) -> str:
     """Render one template, turning Jinja failures into errors that name template and variable."""
     try:
@@ -75,8 +93,9 @@ def render_template(env: jinja2.Environment, name: str, context: dict[str, objec
             "same file names",
         ) from None
     except jinja2.UndefinedError as exc:
+        where = _failing_template(exc) or name
         raise TemplateError(
-            f"template {name!r} uses an undefined variable: {exc.message}",
+            f"template {where!r} uses an undefined variable: {exc.message}",
             hint="fix the template, or add the value to the recipe; variables available: "
             + ", ".join(sorted(context)),
         ) from None

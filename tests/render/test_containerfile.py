@@ -1,0 +1,93 @@
+"""The rendered Containerfile: stages, layer order, secrets, parseable by BuildKit's parser."""
+
+from __future__ import annotations
+
+import json
+
+import dockerfile
+import pytest
+
+from stackbuild import PROJECT_ROOT
+from stackbuild.recipe import expand_matrix, load_recipe, select_variant
+from stackbuild.render.renderer import render_files
+from stackbuild.render.spython_adapter import parse_definition
+
+SHIPPED = sorted((PROJECT_ROOT / "recipes").glob("*.yaml"))
+
+
+def files_of(recipe: str, name: str) -> dict[str, bytes]:
+    v = select_variant(expand_matrix(load_recipe(PROJECT_ROOT / f"recipes/{recipe}.yaml")), name)
+    return {f.path: f.content for f in render_files(v)}
+
+
+def instructions(text: str) -> list[dockerfile.Command]:
+    return list(dockerfile.parse_string(text))
+
+
+def test_multi_stage_with_compiler_free_runtime():
+    text = files_of("cpu", "pytorch-cpu")["Containerfile"].decode()
+    cmds = instructions(text)
+    froms = [c.value for c in cmds if c.cmd == "FROM"]
+    assert [f[-1] for f in froms] == ["builder", "runtime"]
+    runtime = text.split("AS runtime", 1)[1]
+    assert "build-essential" not in runtime and "cmake" not in runtime
+    assert "COPY --from=builder /opt/stackbuild/wheels /opt/stackbuild/wheels" in runtime
+
+
+def test_layer_order_puts_top_level_pins_after_horovod():
+    runtime = files_of("cpu", "tensorflow-cpu")["Containerfile"].decode().split("AS runtime")[1]
+    assert runtime.index("horovod-*.whl") < runtime.index("pip install h5py==3.16.0")
+    assert runtime.index("pip install h5py==3.16.0") < runtime.index("COPY files/validation")
+
+
+def test_pip_steps_get_build_secrets_and_nothing_secret_is_copied():
+    text = files_of("cpu", "tensorflow-cpu")["Containerfile"].decode()
+    for cmd in instructions(text):
+        if cmd.cmd == "RUN" and "pip install" in " ".join(cmd.value):
+            assert "--mount=type=secret,id=ca_bundle,target=/run/secrets/ca_bundle" in cmd.flags
+        if cmd.cmd in ("COPY", "ADD"):
+            assert not any("ca" in v and "cert" in v for v in cmd.value)
+    pip_env = files_of("cpu", "tensorflow-cpu")["files/pip-env.sh"].decode()
+    assert "export PIP_CERT=/run/secrets/ca_bundle" in pip_env
+
+
+def test_validation_harness_and_info_go_into_the_image():
+    files = files_of("cpu", "pytorch-cpu")
+    text = files["Containerfile"].decode()
+    assert "COPY files/validation /opt/stackbuild/validation" in text
+    info = json.loads(files["files/stackbuild-info.json"])
+    assert info["variant"] == "pytorch-cpu" and info["frameworks"] == ["pytorch"]
+    assert "files/validation/__init__.py" in files
+
+
+def test_variant_json_tells_the_builder_what_it_needs():
+    data = json.loads(files_of("cpu", "tensorflow-cpu")["variant.json"])
+    assert data["image"] == {"repository": "localhost/stackbuild/tensorflow", "tags": ["2.21-cpu"]}
+    assert data["base"]["bootstrap"] == {"suite": "bookworm", "variant": "minbase", "mirror": None}
+    assert data["build"]["volumes"]["wheelhouse"]["target"] == "/wheelhouse"
+    gpu = json.loads(files_of("gpu", "pytorch-gpu")["variant.json"])
+    assert gpu["build"]["volumes"]["wheelhouse"] is None  # CPU wheels must not reach GPU images
+
+
+@pytest.mark.parametrize("recipe", SHIPPED, ids=lambda p: p.stem)
+def test_apptainer_definition_round_trips_through_spython(recipe, tmp_path):
+    for v in expand_matrix(load_recipe(recipe)):
+        files = {f.path: f.content for f in render_files(v, ["apptainer"])}
+        path = tmp_path / f"{v.name}.def"
+        path.write_bytes(files["apptainer.def"])
+        stages = parse_definition(path)
+        assert list(stages) == ["builder", "runtime"]
+        runtime = stages["runtime"]
+        assert runtime.fromHeader
+        assert not any("--mount=" in line for s in stages.values() for line in s.install)
+        assert any("horovodrun --check-build" in line for line in runtime.install)
+        assert "export PYTHONPATH=/opt/stackbuild" in "\n".join(
+            f"export {e}" for e in runtime.environ
+        )
+
+
+def test_apptainer_bootstrap_agent_follows_the_recipe():
+    cpu = files_of("cpu", "tensorflow-cpu")["apptainer.def"].decode()
+    assert "Bootstrap: docker-archive\nFrom: localhost_stackbuild_base_bookworm-minbase.tar" in cpu
+    gpu = files_of("gpu", "tensorflow-gpu")["apptainer.def"].decode()
+    assert "Bootstrap: docker\nFrom: docker.io/nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04" in gpu
