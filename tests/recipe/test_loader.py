@@ -108,7 +108,8 @@ def test_missing_patch_file_is_reported(cpu_recipe_text, write_recipe):
 
 def test_unknown_placeholder_in_tag(cpu_recipe_text, write_recipe):
     text = cpu_recipe_text.replace(
-        "  modules:\n    runtime: podman", '  image: {tag: "{version}-x"}\n  modules:\n    runtime: podman'
+        "  modules:\n    runtime: podman",
+        '  image: {tag: "{version}-x"}\n  modules:\n    runtime: podman',
     )
     with pytest.raises(RecipeError, match=r"unknown placeholder \{version\}"):
         expand_matrix(load_recipe(write_recipe(text)))

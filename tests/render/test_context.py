@@ -45,7 +45,9 @@ def test_gpu_environment_and_horovod_switches():
     assert hvd["HOROVOD_GPU_OPERATIONS"] == "NCCL"
     assert hvd["HOROVOD_BUILD_CUDA_CC_LIST"] == "80,90"
     assert hvd["HOROVOD_WITH_PYTORCH"] == "1" and hvd["HOROVOD_WITHOUT_TENSORFLOW"] == "1"
-    assert ctx.framework_requirements[0] == "--extra-index-url https://download.pytorch.org/whl/cu128"
+    assert (
+        ctx.framework_requirements[0] == "--extra-index-url https://download.pytorch.org/whl/cu128"
+    )
 
 
 def test_knl_compiles_for_knl():

@@ -69,7 +69,7 @@ def test_tcl_module_loads_in_environment_modules(tmp_path: Path):
     module = f"{v.module_name}/{v.module_version}"
     cmd = f"tclsh {MODULECMD_TCL} bash"
     result = bash(
-        f"export MODULEPATH={out}/modulefiles/tcl; eval \"$({cmd} load {module})\" && "
+        f'export MODULEPATH={out}/modulefiles/tcl; eval "$({cmd} load {module})" && '
         f"command -v python && echo RUNTIME=$STACKBUILD_RUNTIME && {cmd} show {module} 2>&1"
     )
     assert result.returncode == 0, result.stderr
@@ -113,7 +113,9 @@ def test_wrapper_image_can_be_overridden(tmp_path: Path):
     out, v = rendered(tmp_path, "gpu", "pytorch-gpu")
     wrapper = out / "wrappers" / v.module_name / v.module_version / "bin" / "torchrun"
     env = fake_runtime(tmp_path, "shifter") | {"STACKBUILD_IMAGE_OVERRIDE": "docker:mine:1"}
-    result = subprocess.run([wrapper, "-n", "4"], capture_output=True, text=True, env=env, check=True)
+    result = subprocess.run(
+        [wrapper, "-n", "4"], capture_output=True, text=True, env=env, check=True
+    )
     assert result.stdout.splitlines()[:2] == ["--image=docker:mine:1", "--module=gpu,nccl-plugin"]
 
 

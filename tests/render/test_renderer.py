@@ -30,10 +30,14 @@ def test_every_shipped_variant_renders_every_format(recipe: Path, tmp_path: Path
         out = render_variant(variant, tmp_path)
         names = {p.name for p in out.rglob("*")}
         assert {"Containerfile", "apptainer.def", "variant.json"} <= names
-        assert (out / "modulefiles/lmod" / variant.module_name / f"{variant.module_version}.lua").is_file()
+        assert (
+            out / "modulefiles/lmod" / variant.module_name / f"{variant.module_version}.lua"
+        ).is_file()
         assert (out / "modulefiles/tcl" / variant.module_name / variant.module_version).is_file()
         for command in variant.settings.modules.commands:
-            wrapper = out / "wrappers" / variant.module_name / variant.module_version / "bin" / command
+            wrapper = (
+                out / "wrappers" / variant.module_name / variant.module_version / "bin" / command
+            )
             assert os.access(wrapper, os.X_OK)
         assert len(list((out / "jobs").glob("*.sbatch"))) == 3
 
@@ -109,7 +113,7 @@ def test_missing_template_directory_is_reported(tmp_path: Path):
 def test_undefined_template_variable_names_template_and_variable(tmp_path: Path):
     site = tmp_path / "site"
     (site / "modules").mkdir(parents=True)
-    (site / "modules/module.lua.j2").write_text('whatis({{ no_such_value|lua }})\n')
+    (site / "modules/module.lua.j2").write_text("whatis({{ no_such_value|lua }})\n")
     variant = expand_matrix(load_recipe(PROJECT_ROOT / "recipes/cpu.yaml"))[0]
     with pytest.raises(TemplateError) as info:
         render_files(variant, ["modules"], site_templates=site)
