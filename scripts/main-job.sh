@@ -1,15 +1,44 @@
 #!/usr/bin/env bash
-# The main job, from a fresh Debian/Ubuntu machine (as root): set up the host, render and lint
-# every shipped recipe with the real linters, then build and validate the CPU stack where the
-# build and validation stages are available.
+# The main job, from a fresh Debian/Ubuntu machine (as root): set up the host; render and lint
+# every shipped recipe with the real linters; build the CPU stack's images (Horovod compiled
+# from source with the recipe's patches, in a builder stage); validate each image by training
+# the science workloads in it on 1 and 2 ranks (PyTorch: DDP under torchrun and Horovod under
+# horovodrun; TensorFlow: Horovod); export it for Shifter/podman-hpc (squashfs).
+# Exits non-zero if any build or validation fails; reports are under $STACKBUILD_OUT.
+#   STACKBUILD_VARIANTS  variants of recipes/cpu.yaml to build (default: pytorch-cpu)
+#   STACKBUILD_OUT       output directory (default: out)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup-host.sh
+variants=${STACKBUILD_VARIANTS:-pytorch-cpu}
 out=${STACKBUILD_OUT:-out}
 sb=.venv/bin/stackbuild
+
 echo "== render and lint every shipped recipe"
 $sb lint
 for recipe in recipes/*.yaml; do
   $sb render "$recipe" -o "$out/render/$(basename "$recipe" .yaml)"
 done
-echo "== rendered into $out/render"
+$sb doctor
+
+status=0
+for variant in $variants; do
+  dir=$out/cpu/$variant
+  echo "== build $variant"
+  $sb build cpu --variant "$variant" --output "$out/cpu"
+  framework=${variant%%-*}
+  case $framework in
+    pytorch) launchers="torchrun horovodrun" ;;
+    *) launchers="horovodrun" ;;
+  esac
+  for launcher in $launchers; do
+    echo "== validate $variant with $launcher (1 and 2 ranks)"
+    $sb validate "$dir" --framework "$framework" --launcher "$launcher" \
+      --output "$out/validation/$variant-$launcher" || status=1
+  done
+  echo "== export $variant for Shifter / podman-hpc"
+  $sb export "$(.venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["refs"][0])' "$dir/manifest.json")" \
+    --to squashfs --output "$out/cpu/$variant.sqsh" --force
+done
+echo "== reports: $out/validation/*/report.html; records: $out/cpu/*/validation.json"
+exit $status

@@ -112,7 +112,7 @@ def stream_tool(
         log.write(f"$ {' '.join(args)}\n")
         log.flush()
         proc = subprocess.Popen(
-            [exe, *args[1:]],
+            [*_die_with_parent(), exe, *args[1:]],
             cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -138,15 +138,53 @@ def stream_tool(
     return ToolResult(tuple(args), proc.returncode, "\n".join(tail), "")
 
 
+def _die_with_parent() -> list[str]:
+    """Prefix that makes the command get SIGTERM if stackbuild itself is killed (even -9)."""
+    setpriv = shutil.which("setpriv")  # util-linux; the death signal survives its exec
+    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
+
+
 def _stop_group(proc: subprocess.Popen[str], grace_s: float) -> None:
-    """Ask a process group to stop (SIGTERM), then kill it after grace_s."""
+    """Stop a process group (SIGTERM, then SIGKILL after grace_s) and every descendant.
+
+    Container engines start RUN steps in their own session, so the group signal alone
+    would leave them running; the descendants are listed before anything is signalled.
+    """
     if proc.poll() is not None:
         return
+    family = descendants(proc.pid)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
+    for pid in family:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
     try:
         proc.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    for pid in family:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def descendants(root: int) -> list[int]:
+    """Every process below root, from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found

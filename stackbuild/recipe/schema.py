@@ -71,7 +71,6 @@ class Platform(Strict):
 
     arch: Literal["x86_64", "aarch64", "ppc64le"] = "x86_64"
     march: Version = "x86-64-v3"
-    optimize: Literal["-O1", "-O2", "-O3"] = "-O2"
     description: str = ""
 
 

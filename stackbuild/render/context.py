@@ -40,6 +40,14 @@ def _unique(items: list[str]) -> list[str]:
 
 
 @dataclass(frozen=True)
+class PatchFile:
+    """A patch as the build script applies it: file name in the context, -p level."""
+
+    name: str
+    strip: int
+
+
+@dataclass(frozen=True)
 class BuildContext:
     """The values the Containerfile and its helper scripts are rendered from."""
 
@@ -104,11 +112,6 @@ class BuildContext:
         return env
 
     @cached_property
-    def compile_flags(self) -> str:
-        p = self.settings.platform
-        return f"{p.optimize} -march={p.march}"
-
-    @cached_property
     def horovod_environment(self) -> dict[str, str]:
         """HOROVOD_* switches for the wheel build, from frameworks, MPI, ops and the target."""
         s, h = self.settings, self.settings.horovod
@@ -118,11 +121,12 @@ class BuildContext:
             "HOROVOD_WITHOUT_MXNET": "1",
             "HOROVOD_WITH_MPI" if "mpi" in h.controllers else "HOROVOD_WITHOUT_MPI": "1",
             "HOROVOD_WITH_GLOO" if "gloo" in h.controllers else "HOROVOD_WITHOUT_GLOO": "1",
-            "CFLAGS": self.compile_flags,
-            "CXXFLAGS": self.compile_flags,
+            # Horovod's CMake adds its own -O and -mavx/-mfma flags; this replaces the latter.
+            "HOROVOD_BUILD_ARCH_FLAGS": f"-march={s.platform.march}",
         }
         cpu_ops = [op for op in h.tensor_operations if op in ("gloo", "mpi")]
-        if cpu_ops:
+        if len(cpu_ops) == 1:
+            # With both listed Horovod uses Gloo ops under Gloo and MPI ops under MPI.
             env["HOROVOD_CPU_OPERATIONS"] = cpu_ops[0].upper()
         if "nccl" in h.tensor_operations:
             env["HOROVOD_GPU_OPERATIONS"] = "NCCL"
@@ -134,6 +138,16 @@ class BuildContext:
             )
         env.update(h.build_env)
         return dict(sorted(env.items()))
+
+    @cached_property
+    def horovod_patches(self) -> list[PatchFile]:
+        """The recipe's Horovod patches in order, as copied into files/horovod/patches/."""
+        return [
+            PatchFile(file.name, patch.strip)
+            for file, patch in zip(
+                self.variant.patch_files, self.settings.horovod.patches, strict=True
+            )
+        ]
 
     @cached_property
     def horovod_cache_key(self) -> str:

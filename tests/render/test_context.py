@@ -51,7 +51,10 @@ def test_gpu_environment_and_horovod_switches():
 
 
 def test_knl_compiles_for_knl():
-    assert BuildContext(variant("knl", "tensorflow-knl")).compile_flags == "-O3 -march=knl"
+    env = BuildContext(variant("knl", "tensorflow-knl")).horovod_environment
+    assert env["HOROVOD_BUILD_ARCH_FLAGS"] == "-march=knl"
+    # Both CPU operations listed: Horovod picks Gloo or MPI ops by controller at run time.
+    assert "HOROVOD_CPU_OPERATIONS" not in env
 
 
 def test_labels_name_recipe_variant_and_versions():

@@ -78,7 +78,7 @@ def test_a_target_written_only_in_yaml_renders(cpu_recipe_text, write_recipe, tm
     text = cpu_recipe_text.replace(
         "frameworks:\n  tensorflow:",
         """  gh200:
-    platform: {arch: aarch64, march: armv9-a, optimize: -O3, description: Grace Hopper}
+    platform: {arch: aarch64, march: armv9-a, description: Grace Hopper}
     cuda: {version: "12.8", compute_capabilities: ["9.0"], cudnn: "9", nccl: "2.26"}
     mpi: {flavor: openmpi, build_packages: [libopenmpi-dev], runtime_packages: [openmpi-bin]}
     horovod: {tensor_operations: [nccl, mpi]}

@@ -1,0 +1,200 @@
+"""Publish a built image: push every tag to a registry, only once validation passed."""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from stackbuild.build.images import inspect_image
+from stackbuild.build.manifest import MANIFEST_FILE, read_manifest
+from stackbuild.build.validation_record import VALIDATION_FILE, read_validation_record
+from stackbuild.errors import StackbuildError, ToolError
+from stackbuild.tools import ToolResult, run_tool
+
+PUBLISHED_FILE = "published.json"
+#: Failures that another try will not fix.
+PERMANENT = re.compile(
+    r"unauthorized|authentication required|denied|x509|certificate|"
+    r"server gave HTTP response to HTTPS client|invalid reference|name invalid",
+    re.IGNORECASE,
+)
+
+
+class PublishRefused(StackbuildError):
+    """The image has no passing validation record and --force was not given."""
+
+
+@dataclass(frozen=True)
+class PublishedTag:
+    """One pushed tag and the digest the registry stored it under."""
+
+    ref: str
+    digest: str
+
+    @property
+    def pinned(self) -> str:
+        """registry/name@digest: the reference that never moves."""
+        return f"{self.ref.rsplit(':', 1)[0]}@{self.digest}"
+
+
+@dataclass(frozen=True)
+class PublishSource:
+    """What to push: an image ID, its tags, and (if known) its manifest."""
+
+    image_id: str
+    refs: tuple[str, ...]
+    manifest: dict[str, Any] | None
+    manifest_dir: Path | None
+
+
+def resolve_source(image: str, manifest_path: Path | None = None) -> PublishSource:
+    """IMAGE is a build output dir / manifest.json, or a local image reference."""
+    path = Path(image)
+    if manifest_path is None and (path.is_dir() or path.name == MANIFEST_FILE) and path.exists():
+        manifest_path = path
+    if manifest_path is not None:
+        manifest = read_manifest(manifest_path)
+        folder = manifest_path if manifest_path.is_dir() else manifest_path.parent
+        return PublishSource(
+            manifest["image_id"].removeprefix("sha256:"),
+            tuple(manifest["refs"]),
+            manifest,
+            folder,
+        )
+    local = inspect_image(image)
+    # Every local tag of the image is published, as for a manifest's refs.
+    return PublishSource(local.id, local.names, None, None)
+
+
+def check_validation(source: PublishSource) -> str:
+    """Why publishing is allowed; raise PublishRefused when validation has not passed."""
+    fix = "run the validation stage for this image, or pass --force to publish anyway"
+    if source.manifest is None or source.manifest_dir is None:
+        raise PublishRefused(
+            "no manifest given, so no validation record can be found for this image",
+            hint=f"pass the build output directory (with {MANIFEST_FILE}); or {fix}",
+        )
+    record = read_validation_record(source.manifest_dir / VALIDATION_FILE)
+    if record is None:
+        raise PublishRefused(
+            f"no validation record at {source.manifest_dir / VALIDATION_FILE}", hint=fix
+        )
+    if not record.covers(source.manifest):
+        raise PublishRefused(
+            f"{record.path} is about image {record.image_digest}, "
+            f"not {source.manifest.get('digest')} ({source.manifest.get('image_id')})",
+            hint=fix,
+        )
+    if not record.passed:
+        raise PublishRefused(f"validation failed for this image ({record.path})", hint=fix)
+    return f"validation passed ({record.path})"
+
+
+def destination(ref: str, registry: str) -> str:
+    """localhost/stackbuild/tensorflow:2.21-cpu -> REGISTRY/tensorflow:2.21-cpu."""
+    name_tag = ref.rsplit("/", 1)[-1]
+    return f"{registry.rstrip('/')}/{name_tag}"
+
+
+def publish(
+    source: PublishSource,
+    registry: str,
+    *,
+    force: bool = False,
+    tls_verify: bool = True,
+    attempts: int = 4,
+    backoff_s: float = 2.0,
+    say: Callable[[str], None] = lambda _msg: None,
+) -> list[PublishedTag]:
+    """Push every tag of source to registry (by image ID, so exactly the validated image)."""
+    try:
+        say(check_validation(source))
+    except PublishRefused as exc:
+        if not force:
+            raise
+        say(f"--force: publishing anyway ({exc.message})")
+    if not source.refs:
+        raise StackbuildError(f"image {source.image_id[:12]} has no tags to publish")
+    inspect_image(source.image_id)
+    pushed = []
+    for ref in source.refs:
+        dest = destination(ref, registry)
+        digest = push_with_retries(
+            source.image_id,
+            dest,
+            tls_verify=tls_verify,
+            attempts=attempts,
+            backoff_s=backoff_s,
+            say=say,
+        )
+        pushed.append(PublishedTag(dest, digest))
+        say(f"pushed {dest} @ {digest}")
+    if source.manifest_dir is not None:
+        _record(source.manifest_dir, pushed)
+    return pushed
+
+
+def push_with_retries(
+    image_id: str,
+    dest: str,
+    *,
+    tls_verify: bool,
+    attempts: int,
+    backoff_s: float,
+    say: Callable[[str], None],
+) -> str:
+    """podman push --digestfile; retry transient failures with exponential backoff."""
+    with tempfile.TemporaryDirectory(prefix="stackbuild-push-") as tmp:
+        digestfile = Path(tmp) / "digest"
+        argv = [
+            "podman",
+            "push",
+            f"--tls-verify={str(tls_verify).lower()}",
+            "--digestfile",
+            str(digestfile),
+            image_id,
+            f"docker://{dest}",
+        ]
+        result: ToolResult | None = None
+        attempts = max(1, attempts)
+        attempt = 0
+        for attempt in range(1, attempts + 1):
+            result = run_tool(argv, check=False, timeout=3600)
+            if result.ok:
+                return digestfile.read_text(encoding="utf-8").strip()
+            if PERMANENT.search(result.tail(40)):
+                break
+            if attempt < attempts:
+                delay = backoff_s * 2 ** (attempt - 1)
+                say(f"push to {dest} failed (try {attempt}/{attempts}); retrying in {delay:g} s")
+                time.sleep(delay)
+        assert result is not None
+        hint = "check that the registry is up and reachable, then publish again"
+        if "HTTP response to HTTPS client" in result.tail(40):
+            hint = "the registry speaks plain HTTP: pass --no-tls-verify"
+        raise ToolError(
+            f"could not push {dest} after {attempt} tries: {last_error(result)}", hint=hint
+        )
+
+
+def last_error(result: ToolResult) -> str:
+    """The engine's final 'Error: ...' line, else the last output line."""
+    lines = result.tail(40).splitlines()
+    errors = [line for line in lines if line.startswith("Error:")]
+    return (errors or lines or ["(no output)"])[-1].removeprefix("Error: ")
+
+
+def _record(folder: Path, pushed: list[PublishedTag]) -> None:
+    """Write published.json next to the manifest: every ref and its digest."""
+    data = {
+        "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "tags": [{"ref": p.ref, "digest": p.digest, "pinned": p.pinned} for p in pushed],
+    }
+    (folder / PUBLISHED_FILE).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,251 @@
+"""`stackbuild doctor | base | build | export | publish`: the container-engine stage."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from stackbuild.build.base import default_base_ref, ensure_base_image
+from stackbuild.build.context import VARIANT_FILE, BuildSpec, load_build_spec
+from stackbuild.build.doctor import run_doctor
+from stackbuild.build.engines import BUILDERS, get_builder
+from stackbuild.build.export import FORMATS, export_image
+from stackbuild.build.images import image_exists
+from stackbuild.build.manifest import build_manifest, write_manifest
+from stackbuild.build.progress import BuildProgress
+from stackbuild.build.publish import publish, resolve_source
+from stackbuild.commands.recipes import load_variants
+from stackbuild.errors import StackbuildError
+from stackbuild.recipe import select_variant
+from stackbuild.render.renderer import render_variant
+
+console = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+STATUS_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+
+
+def say(message: str) -> None:
+    """Progress messages go to stderr, results to stdout."""
+    err.print(escape(message))
+
+
+@click.command("doctor")
+@click.option("--image", help="Image to test-run containers with (default: the bookworm base).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def doctor_command(image: str | None, as_json: bool) -> None:
+    """Check container runtime, ulimits, storage, network and CA bundle; say what to change."""
+    checks = run_doctor(image)
+    if as_json:
+        click.echo(json.dumps([c.__dict__ for c in checks], indent=2))
+    else:
+        table = Table("check", "status", "detail", "fix")
+        for c in checks:
+            style = STATUS_STYLE[c.status]
+            table.add_row(c.name, f"[{style}]{c.status}[/]", escape(c.detail), escape(c.fix))
+        console.print(table)
+    broken = [c.name for c in checks if c.broken]
+    if broken:
+        raise StackbuildError(
+            f"not ready to build: {', '.join(broken)}", hint="apply the fixes in the table above"
+        )
+
+
+@click.command("base")
+@click.option("--suite", default="bookworm", show_default=True, help="Debian suite.")
+@click.option("--variant", default="minbase", show_default=True, help="debootstrap --variant.")
+@click.option("--tag", help="Image name [default: localhost/stackbuild/base:SUITE-VARIANT].")
+@click.option("--mirror", help="Debian mirror [default: the one this host's apt uses].")
+@click.option("--refresh", is_flag=True, help="Debootstrap again even if image or cache exist.")
+def base_command(
+    suite: str, variant: str, tag: str | None, mirror: str | None, refresh: bool
+) -> None:
+    """Make the Debian base image: reuse it, import the cached rootfs, or debootstrap one."""
+    base = ensure_base_image(
+        suite,
+        variant,
+        tag or default_base_ref(suite, variant),
+        mirror=mirror,
+        refresh=refresh,
+        say=say,
+    )
+    console.print(f"{base.ref}  (from {base.source})")
+
+
+@click.command("build")
+@click.argument("target")
+@click.option(
+    "--variant",
+    "-V",
+    "variants",
+    multiple=True,
+    help="With a RECIPE: build only this variant (repeatable) [default: all].",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="With a RECIPE: render into OUTPUT/<variant>/ [default: out/<recipe>].",
+)
+@click.option(
+    "--templates",
+    type=click.Path(path_type=Path),
+    help="With a RECIPE: site template directory.",
+)
+@click.option("--engine", type=click.Choice(sorted(BUILDERS)), default="podman", show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="With a CONTEXT: where manifest.json and the build log go [default: CONTEXT].",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Echo every build output line.")
+def build_command(
+    target: str,
+    variants: tuple[str, ...],
+    output: Path | None,
+    templates: Path | None,
+    engine: str,
+    out: Path | None,
+    verbose: bool,
+) -> None:
+    """Build TARGET: a recipe (name or path; rendered first) or a rendered context directory.
+
+    Each image is tagged only when its whole build succeeded; manifest.json (tags, image id,
+    digest, versions) and the build log are written into the variant's directory.
+    """
+    path = Path(target)
+    if (path / VARIANT_FILE).is_file():
+        if variants or output or templates:
+            raise StackbuildError(
+                f"{target} is a rendered context: --variant, --output and --templates "
+                "apply to recipes only",
+                hint="drop them, or pass the recipe instead of the rendered directory",
+            )
+        contexts = [path]
+    elif path.is_dir():
+        raise StackbuildError(
+            f"{target} is a directory without {VARIANT_FILE}, so not a rendered build context",
+            hint="pass a recipe (name or .yaml), or render one first with `stackbuild render`",
+        )
+    else:
+        if out is not None:
+            raise StackbuildError(
+                "--out applies to a rendered context only",
+                hint="with a recipe, choose the directory with --output",
+            )
+        all_variants = load_variants(target)
+        chosen = [select_variant(all_variants, v) for v in variants] if variants else all_variants
+        root = output or Path("out") / Path(all_variants[0].recipe_name)
+        contexts = []
+        for variant in chosen:
+            contexts.append(render_variant(variant, root, None, templates))
+            say(f"rendered {variant.name} -> {contexts[-1]}")
+    for context in contexts:
+        build_context(context, engine, out, verbose)
+
+
+def build_context(context: Path, engine: str, out: Path | None, verbose: bool) -> None:
+    """Build one rendered context and write its manifest."""
+    spec = load_build_spec(context)
+    builder = get_builder(engine)
+    builder.check_available()
+    ensure_bases(spec)
+    out = out or spec.context_dir
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    log_path = out.resolve() / "logs" / f"build-{stamp}-{os.getpid()}.log"
+    say(f"building {', '.join(spec.image_refs)} with {engine}; log: {log_path}")
+    with sigterm_as_interrupt(), BuildProgress(err, echo=verbose) as progress:
+        result = builder.build(spec, log_path=log_path, on_line=progress.on_line)
+    manifest = build_manifest(spec, result)
+    path = write_manifest(manifest, out)
+    console.print(
+        f"built {', '.join(result.refs)}  id {result.image_id[:12]}  "
+        f"{result.duration_s:.0f} s  manifest {path}"
+    )
+
+
+def ensure_bases(spec: BuildSpec) -> None:
+    """Every FROM image is local: debootstrap the one the recipe says how to make."""
+    for ref in spec.base_images:
+        if image_exists(ref):
+            continue
+        if spec.bootstrap is None or ref != spec.base_image:
+            raise StackbuildError(
+                f"base image {ref} is not in local storage (and no registry is used)",
+                hint="load it (podman load / podman import), or give the recipe base.bootstrap",
+            )
+        boot = spec.bootstrap
+        ensure_base_image(boot.suite, boot.variant, ref, mirror=boot.mirror, say=say)
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C, so a killed build stops its engine and tags nothing."""
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@click.command("export")
+@click.argument("image")
+@click.option("--to", "fmt", type=click.Choice(FORMATS), required=True, help="Output format.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+def export_command(image: str, fmt: str, output: Path, force: bool) -> None:
+    """Export IMAGE as a squashfs (Shifter, podman-hpc), an OCI archive, or a SIF."""
+    say(f"exporting {image} to {fmt} ...")
+    path = export_image(image, fmt, output, force=force)
+    console.print(f"{path}  ({path.stat().st_size / 2**20:.1f} MiB)")
+
+
+@click.command("publish")
+@click.argument("image")
+@click.option("--registry", required=True, help="HOST[:PORT]/NAMESPACE to push to.")
+@click.option(
+    "--manifest",
+    type=click.Path(exists=True, path_type=Path),
+    help="manifest.json (or its folder) when IMAGE is an image reference.",
+)
+@click.option("--force", is_flag=True, help="Publish even without a passing validation record.")
+@click.option("--tls-verify/--no-tls-verify", default=True, show_default=True)
+@click.option("--retries", default=4, show_default=True, help="Tries per tag.")
+def publish_command(
+    image: str,
+    registry: str,
+    manifest: Path | None,
+    force: bool,
+    tls_verify: bool,
+    retries: int,
+) -> None:
+    """Push every tag of IMAGE (a build output dir, or an image reference) to a registry."""
+    source = resolve_source(image, manifest)
+    pushed = publish(
+        source, registry, force=force, tls_verify=tls_verify, attempts=retries, say=say
+    )
+    for tag in pushed:
+        console.print(f"{tag.ref}  {tag.pinned}")
+
+
+BUILD_COMMANDS: list[click.Command] = [
+    doctor_command,
+    base_command,
+    build_command,
+    export_command,
+    publish_command,
+]

@@ -1,0 +1,240 @@
+"""`stackbuild validate`: run the validation workloads and checks on an image or natively."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from stackbuild.errors import StackbuildError
+from validation.config import FRAMEWORKS, SIZES, SUITES
+from validation.launch import LAUNCHERS, RUNTIMES
+from validation.record import RECORD_FILE, build_record, write_record
+from validation.report import write_html, write_json
+from validation.runner import ValidationRequest, run_validation
+
+
+def _csv(value: str, allowed: tuple[str, ...], option: str) -> tuple[str, ...]:
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    bad = [v for v in items if v not in allowed]
+    if bad or not items:
+        raise StackbuildError(
+            f"{option}: unknown value(s) {', '.join(bad) or '(empty)'}",
+            hint=f"use a comma-separated list of: {', '.join(allowed)}",
+        )
+    return items
+
+
+def _ranks(value: str) -> tuple[int, ...]:
+    try:
+        ranks = tuple(sorted({int(v) for v in value.split(",") if v.strip()}))
+    except ValueError as exc:
+        raise StackbuildError(
+            f"--ranks: {value!r} is not a list of integers", hint="e.g. --ranks 1,2"
+        ) from exc
+    if not ranks or ranks[0] < 1:
+        raise StackbuildError(
+            f"--ranks: {value!r} must list positive integers", hint="e.g. --ranks 1,2"
+        )
+    return ranks
+
+
+def _manifest_digest(manifest: Path) -> tuple[str, Path]:
+    path = manifest / "manifest.json" if manifest.is_dir() else manifest
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise StackbuildError(
+            f"cannot read build manifest {path}: {exc}",
+            hint="pass the manifest.json written by `stackbuild build`",
+        ) from exc
+    digest = data.get("digest") or data.get("image_id")
+    if not digest:
+        raise StackbuildError(
+            f"{path}: neither 'digest' nor 'image_id' is set",
+            hint="rebuild the image so the manifest records its digest",
+        )
+    return str(digest), path.parent / RECORD_FILE
+
+
+def _manifest_image_id(build_dir: Path) -> str:
+    path = build_dir / "manifest.json"
+    try:
+        image_id = json.loads(path.read_text(encoding="utf-8")).get("image_id")
+    except (OSError, json.JSONDecodeError, AttributeError) as exc:
+        raise StackbuildError(
+            f"cannot read build manifest {path}: {exc}", hint="rebuild with `stackbuild build`"
+        ) from exc
+    if not isinstance(image_id, str) or not image_id:
+        raise StackbuildError(f"{path}: no image_id", hint="rebuild with `stackbuild build`")
+    return image_id.removeprefix("sha256:")
+
+
+def _image_digest(image: str, runtime: str) -> str:
+    if runtime in ("podman", "docker"):
+        from stackbuild.tools import run_tool
+
+        result = run_tool([runtime, "image", "inspect", "--format", "{{.Id}}", image], check=False)
+        if result.ok and result.stdout.strip():
+            digest = result.stdout.strip().splitlines()[0]
+            return digest if digest.startswith("sha256:") else f"sha256:{digest}"
+    return f"unresolved:{image}"
+
+
+@click.command("validate")
+@click.argument("image", required=False)
+@click.option("--native", is_flag=True, help="Validate this machine's Python, not an image.")
+@click.option(
+    "--suite",
+    "suites",
+    default="cosmoflow,climate,gan",
+    show_default=True,
+    help=f"Comma-separated: {', '.join(SUITES)}.",
+)
+@click.option(
+    "--framework",
+    "frameworks",
+    default="pytorch,tensorflow",
+    show_default=True,
+    help=f"Comma-separated: {', '.join(FRAMEWORKS)}.",
+)
+@click.option("--ranks", default="1,2", show_default=True, help="Rank counts to run, e.g. 1,2.")
+@click.option(
+    "--runtime",
+    type=click.Choice([r for r in RUNTIMES if r != "native"]),
+    default="podman",
+    show_default=True,
+    help="Container runtime for IMAGE.",
+)
+@click.option(
+    "--launcher",
+    type=click.Choice([x for x in LAUNCHERS if x != "none"]),
+    default="torchrun",
+    show_default=True,
+    help="How multi-rank jobs start.",
+)
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="Real data (TFRecord/HDF5/npy) instead of synthetic.",
+)
+@click.option("--config", "size", type=click.Choice(SIZES), default="small", show_default=True)
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("validation-report"),
+    show_default=True,
+    help="Report directory.",
+)
+@click.option(
+    "--manifest",
+    type=click.Path(path_type=Path, exists=True),
+    help="Build manifest.json: its digest keys the record, written beside it.",
+)
+@click.option(
+    "--record",
+    "record_path",
+    type=click.Path(path_type=Path),
+    help=f"Where to write the validation record [default: beside --manifest as "
+    f"{RECORD_FILE}, else in the report directory].",
+)
+@click.option("--gpu", "expect_gpu", is_flag=True, help="GPU target: require CUDA and NCCL.")
+@click.option(
+    "--mpi",
+    "mpi_flavor",
+    type=click.Choice(["mpich", "openmpi"]),
+    default="mpich",
+    show_default=True,
+    help="MPI flavour of mpirun (how it passes variables).",
+)
+@click.option(
+    "--min-scaling-efficiency",
+    type=click.FloatRange(0, 1),
+    default=0.6,
+    show_default=True,
+    help="Weak-scaling efficiency below which the scaling check fails.",
+)
+def validate_command(
+    image: str | None,
+    native: bool,
+    suites: str,
+    frameworks: str,
+    ranks: str,
+    runtime: str,
+    launcher: str,
+    data_dir: Path | None,
+    size: str,
+    out_dir: Path,
+    manifest: Path | None,
+    record_path: Path | None,
+    expect_gpu: bool,
+    mpi_flavor: str,
+    min_scaling_efficiency: float,
+) -> None:
+    """Train the science workloads on IMAGE (or --native) and check the results.
+
+    IMAGE is an image reference or a build directory (with the manifest.json written by
+    `stackbuild build`): then exactly that image id is run, and the validation record that
+    `stackbuild publish` requires is written beside the manifest.
+    """
+    if image and (Path(image) / "manifest.json").is_file():
+        # A build directory: validate exactly the image it built (by id), record beside it.
+        manifest = manifest or Path(image)
+        image = _manifest_image_id(Path(image))
+    if bool(image) == native:
+        raise StackbuildError(
+            "give either an IMAGE or --native (not both, not neither)",
+            hint="e.g. `stackbuild validate --native --suite cosmoflow`",
+        )
+    if native and runtime != "podman":
+        raise StackbuildError("--runtime applies to images only", hint="drop --runtime")
+    request = ValidationRequest(
+        out_dir=out_dir,
+        image=image,
+        suites=_csv(suites, SUITES, "--suite"),
+        frameworks=_csv(frameworks, FRAMEWORKS, "--framework"),
+        ranks=_ranks(ranks),
+        runtime="native" if native else runtime,
+        launcher=launcher,
+        data_dir=data_dir,
+        size=size,
+        expect_gpu=expect_gpu,
+        mpi_flavor=mpi_flavor,
+        min_scaling_efficiency=min_scaling_efficiency,
+    )
+    if manifest is not None:
+        digest, default_record = _manifest_digest(manifest)
+    elif image:
+        digest, default_record = _image_digest(image, runtime), out_dir / RECORD_FILE
+    else:
+        import socket
+
+        digest, default_record = f"native:{socket.gethostname()}", out_dir / RECORD_FILE
+    try:
+        report = run_validation(request)
+    except (ValueError, FileNotFoundError) as exc:
+        raise StackbuildError(
+            f"validation could not start: {exc}", hint="check --runtime/--launcher are installed"
+        ) from exc
+    write_json(report, out_dir / "report.json")
+    write_html(report, out_dir / "report.html")
+    record = write_record(build_record(report, digest, out_dir), record_path or default_record)
+    summary = report["summary"]
+    click.echo(
+        f"validation {'PASSED' if report['passed'] else 'FAILED'}: "
+        f"{summary['pass']} passed, {summary['fail']} failed, {summary['skip']} skipped, "
+        f"{summary['not-run']} not run; report {out_dir / 'report.html'}; record {record}"
+    )
+    if not report["passed"]:
+        for check in report["checks"]:
+            if check["verdict"] == "fail":
+                click.echo(
+                    f"  FAIL {check['check']} [{check['subject']}]: measured "
+                    f"{check['measured']} vs {check['threshold']} {check['reference']}",
+                    err=True,
+                )
+        raise click.exceptions.Exit(1)

@@ -1,0 +1,157 @@
+"""The runner and `stackbuild validate` end to end, with a fake launcher that writes results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from stackbuild.commands.validate import validate_command
+from validation import runner
+from validation.runner import ValidationRequest, plan_jobs, run_validation
+
+
+def fake_results(quality_ok: bool) -> Any:
+    """An executor that writes what a healthy (or unhealthy) run would have written."""
+
+    def execute(argv: list[str], env: dict[str, str], timeout: float) -> tuple[int, list[str]]:
+        args = argv[argv.index("validation") + 1 :]
+        out = Path(args[args.index("--out") + 1])
+        if args[0] == "probe":
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(
+                json.dumps(
+                    {
+                        "framework": "pytorch",
+                        "pytorch": {"gpu_count": 0},
+                        "horovod": {"available": False, "reason": "absent"},
+                    }
+                )
+            )
+            return 0, []
+        tag = args[args.index("--tag") + 1]
+        world = (
+            int(argv[argv.index("--nproc-per-node=2")][-1]) if "--nproc-per-node=2" in argv else 1
+        )
+        (out / tag).mkdir(parents=True, exist_ok=True)
+        for r in range(world):
+            mae = 0.2 if quality_ok else 0.5
+            (out / tag / f"rank-{r}.json").write_text(
+                json.dumps(
+                    {
+                        "suite": "cosmoflow",
+                        "framework": "pytorch",
+                        "rank": r,
+                        "world_size": world,
+                        "step_loss": {"loss": [1.0] * 5 + [0.5] * 5},
+                        "param_digest": "d",
+                        "metrics": {"val_mae": mae, "baseline_mae": 0.5} if r == 0 else {},
+                        "shard": {"indices": list(range(r, 16, world))},
+                        "samples_per_s": 10.0,
+                        "epoch_loss": [0.7],
+                    }
+                )
+            )
+            if "--save-params" in args:
+                import numpy as np
+
+                np.save(out / tag / f"params-rank-{r}.npy", np.ones(10, dtype=np.float32))
+        return 0, []
+
+    return execute
+
+
+def request(tmp_path: Path) -> ValidationRequest:
+    return ValidationRequest(
+        out_dir=tmp_path / "rep", suites=("cosmoflow",), frameworks=("pytorch",), ranks=(1, 2)
+    )
+
+
+def test_plan_has_probe_train_and_consistency_jobs(tmp_path: Path) -> None:
+    tags = [j.tag for j in plan_jobs(request(tmp_path))]
+    assert tags == [
+        "probe-pytorch",
+        "cosmoflow-pytorch-r1",
+        "cosmoflow-pytorch-r2",
+        "consistency-r1",
+        "consistency-r2",
+    ]
+
+
+def test_tensorflow_multi_rank_without_horovod_is_skipped_with_reason(tmp_path: Path) -> None:
+    req = ValidationRequest(out_dir=tmp_path, suites=("gan",), frameworks=("tensorflow",))
+    job = next(j for j in plan_jobs(req) if j.ranks == 2)
+    assert "Horovod" in job.skipped
+
+
+def test_healthy_results_pass_and_bad_quality_fails(tmp_path: Path) -> None:
+    good = run_validation(request(tmp_path), executor=fake_results(True))
+    names = {c["check"] for c in good["checks"]}
+    assert {"cosmoflow-mae", "params-identical", "weak-scaling", "one-vs-n-ranks"} <= names
+    assert good["passed"], [c for c in good["checks"] if c["verdict"] == "fail"]
+    bad = run_validation(request(tmp_path / "b"), executor=fake_results(False))
+    assert not bad["passed"]
+
+
+def test_a_crashed_job_is_a_failed_check(tmp_path: Path) -> None:
+    report = run_validation(request(tmp_path), executor=lambda a, e, t: (1, ["Traceback"]))
+    failed = [c for c in report["checks"] if c["verdict"] == "fail"]
+    assert failed and all(c["check"] == "job-completed" for c in failed)
+
+
+def test_cli_writes_report_html_and_record_beside_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "stream_subprocess", fake_results(True))
+    build = tmp_path / "build"
+    build.mkdir()
+    (build / "manifest.json").write_text(json.dumps({"digest": "sha256:abc"}))
+    result = CliRunner().invoke(
+        validate_command,
+        [
+            "--native",
+            "--suite",
+            "cosmoflow",
+            "--framework",
+            "pytorch",
+            "-o",
+            str(tmp_path / "rep"),
+            "--manifest",
+            str(build / "manifest.json"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads((build / "validation.json").read_text())
+    assert record["image_digest"] == "sha256:abc" and record["passed"] is True
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "<svg" in html and "cosmoflow-mae" in html and "http" not in html.split("<svg")[0]
+
+
+def test_cli_exits_nonzero_when_a_check_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "stream_subprocess", fake_results(False))
+    result = CliRunner().invoke(
+        validate_command,
+        ["--native", "--suite", "cosmoflow", "--framework", "pytorch", "-o", str(tmp_path)],
+    )
+    assert result.exit_code == 1
+    assert "FAIL cosmoflow-mae" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "either an IMAGE or --native"),
+        (["--native", "--suite", "bert"], "unknown value"),
+        (["--native", "--ranks", "two"], "not a list of integers"),
+    ],
+)
+def test_cli_user_errors_are_messages(args: list[str], message: str) -> None:
+    from stackbuild.errors import StackbuildError
+
+    result = CliRunner().invoke(validate_command, args)
+    assert isinstance(result.exception, StackbuildError) and message in str(result.exception)

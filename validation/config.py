@@ -1,0 +1,141 @@
+"""Workload sizes: `small` trains on a laptop CPU in seconds, `full` is the reference size."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+SUITES = ("cosmoflow", "climate", "gan")
+FRAMEWORKS = ("pytorch", "tensorflow")
+SIZES = ("small", "full")
+
+
+@dataclass(frozen=True)
+class CosmoFlowConfig:
+    """CosmoFlow 3D CNN; full = MLPerf HPC reference (REFERENCE.md, CosmoFlow)."""
+
+    size: int = 128
+    channels: int = 4
+    filters: tuple[int, ...] = (32, 64, 128, 256, 512)
+    dense: tuple[int, ...] = (128, 64)
+    dropout: float = 0.5
+    n_targets: int = 4
+    train_samples: int = 1024
+    val_samples: int = 256
+    global_batch: int = 64
+    epochs: int = 4
+    lr: float = 1e-3
+    momentum: float = 0.9
+    optimizer: str = "sgd"  # the reference; small uses adam to learn within seconds
+
+
+@dataclass(frozen=True)
+class ClimateConfig:
+    """DeepLabv3+ segmentation; full = DeepCAM input 768x1152x16 (REFERENCE.md, Climate)."""
+
+    height: int = 768
+    width: int = 1152
+    channels: int = 16
+    n_classes: int = 3
+    entry_filters: tuple[int, ...] = (32, 64, 128, 256, 728)
+    middle_blocks: int = 8
+    exit_filters: int = 1024
+    aspp_filters: int = 256
+    aspp_dilations: tuple[int, ...] = (6, 12, 18)
+    output_stride: int = 16
+    decoder_filters: int = 256
+    low_level_filters: int = 48
+    class_weights: tuple[float, ...] = (1.0017, 2.615, 1.716)
+    train_samples: int = 64
+    val_samples: int = 16
+    global_batch: int = 8
+    epochs: int = 2
+    lr: float = 1e-3
+
+
+@dataclass(frozen=True)
+class GANConfig:
+    """CosmoGAN-style DCGAN; full = 256x256 maps, 512..64 filters (REFERENCE.md, GANs)."""
+
+    image_size: int = 256
+    latent_dim: int = 64
+    gen_filters: tuple[int, ...] = (512, 256, 128, 64)
+    disc_filters: tuple[int, ...] = (64, 128, 256, 512)
+    kernel: int = 5
+    train_samples: int = 2048
+    val_samples: int = 256
+    global_batch: int = 64
+    epochs: int = 4
+    lr: float = 2e-4
+    beta1: float = 0.5
+    label_flip: float = 0.01
+
+
+WorkloadConfig = CosmoFlowConfig | ClimateConfig | GANConfig
+
+FULL: dict[str, WorkloadConfig] = {
+    "cosmoflow": CosmoFlowConfig(),
+    "climate": ClimateConfig(),
+    "gan": GANConfig(),
+}
+
+# Small sizes are judgement: the smallest models that still learn the synthetic signal
+# clearly on 1-2 CPU cores in well under a minute.
+SMALL: dict[str, WorkloadConfig] = {
+    "cosmoflow": CosmoFlowConfig(
+        size=16,
+        filters=(16, 32),
+        dense=(64,),
+        dropout=0.0,
+        train_samples=256,
+        val_samples=128,
+        global_batch=16,
+        epochs=6,
+        lr=2e-3,
+        optimizer="adam",
+    ),
+    "climate": ClimateConfig(
+        height=64,
+        width=96,
+        channels=4,
+        entry_filters=(16, 24, 32, 48),
+        middle_blocks=1,
+        exit_filters=64,
+        aspp_filters=32,
+        aspp_dilations=(1, 2, 3),
+        output_stride=8,
+        decoder_filters=32,
+        low_level_filters=16,
+        train_samples=128,
+        val_samples=32,
+        global_batch=8,
+        epochs=3,
+        lr=3e-3,
+    ),
+    "gan": GANConfig(
+        image_size=32,
+        latent_dim=32,
+        gen_filters=(64, 32, 16, 8),
+        disc_filters=(8, 16, 32, 64),
+        train_samples=1024,
+        val_samples=256,
+        global_batch=32,
+        epochs=5,
+        lr=5e-4,
+    ),
+}
+
+
+def workload_config(suite: str, size: str, /, **overrides: Any) -> WorkloadConfig:
+    """The config for `suite` at `size`, with non-None `overrides` applied."""
+    if suite not in SUITES:
+        raise ValueError(f"unknown suite {suite!r}; expected one of {', '.join(SUITES)}")
+    if size not in SIZES:
+        raise ValueError(f"unknown config {size!r}; expected one of {', '.join(SIZES)}")
+    base = (SMALL if size == "small" else FULL)[suite]
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def config_dict(config: WorkloadConfig) -> dict[str, Any]:
+    """A JSON-ready dict of a config."""
+    return asdict(config)

@@ -1,0 +1,1 @@
+"""Deterministic synthetic data sets and readers for real formats."""

@@ -1,0 +1,144 @@
+"""Command lines for (runtime x launcher): pure functions, so every combination is testable.
+
+Rule: torchrun and horovodrun start the ranks *inside* one container; srun and mpirun start
+one container per rank from *outside* (the HPC pattern: `srun shifter ...`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+RUNTIMES = ("native", "podman", "docker", "podman-hpc", "shifter", "apptainer")
+LAUNCHERS = ("none", "torchrun", "mpirun", "srun", "horovodrun")
+INSIDE_LAUNCHERS = ("torchrun", "horovodrun")
+CONTAINER_OUT = "/validation/out"
+CONTAINER_DATA = "/validation/data"
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """How to start `ranks` copies of `python -m validation ...`."""
+
+    runtime: str = "native"
+    launcher: str = "none"
+    ranks: int = 1
+    image: str | None = None
+    python: str = "python"
+    mounts: tuple[tuple[str, str], ...] = ()  # (host path, container path)
+    env: Mapping[str, str] = field(default_factory=dict)
+    gpu: bool = False
+    master_port: int = 29511
+    mpi_flavor: str = "mpich"  # mpich | openmpi: how mpirun passes variables
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"unknown runtime {self.runtime!r}; expected {', '.join(RUNTIMES)}")
+        if self.launcher not in LAUNCHERS:
+            raise ValueError(f"unknown launcher {self.launcher!r}; expected {', '.join(LAUNCHERS)}")
+        if self.runtime != "native" and not self.image:
+            raise ValueError(f"runtime {self.runtime} needs an image")
+        if self.ranks > 1 and self.launcher == "none":
+            raise ValueError(f"{self.ranks} ranks need a launcher (torchrun, mpirun, srun, ...)")
+
+
+def _launcher_prefix(plan: LaunchPlan, inside: bool) -> list[str]:
+    n = str(plan.ranks)
+    if plan.launcher == "torchrun":
+        # Natively, run torch's launcher with the chosen interpreter (venvs are rarely on PATH).
+        head = (
+            ["torchrun"]
+            if inside and plan.runtime != "native"
+            else [plan.python, "-m", "torch.distributed.run"]
+        )
+        return [*head, "--standalone", f"--nproc-per-node={n}", "--no-python"]
+    if plan.launcher == "horovodrun":
+        return ["horovodrun", "-np", n, "-H", f"localhost:{n}"]
+    if plan.launcher == "srun":
+        return ["srun", f"--ntasks={n}", "--kill-on-bad-exit=1"]
+    if plan.launcher == "mpirun":
+        argv = ["mpirun", "-np", n]
+        for key, value in sorted(_rendezvous_env(plan).items()):
+            argv += ["-x", key] if plan.mpi_flavor == "openmpi" else ["-genv", key, value]
+        return argv
+    return []
+
+
+def _rendezvous_env(plan: LaunchPlan) -> dict[str, str]:
+    env = dict(plan.env)
+    if plan.launcher in ("mpirun", "srun") and plan.ranks > 1:
+        env.setdefault("MASTER_ADDR", "127.0.0.1")
+        env.setdefault("MASTER_PORT", str(plan.master_port))
+    return env
+
+
+def _container_prefix(plan: LaunchPlan, mpi_outside: bool) -> list[str]:
+    env = _rendezvous_env(plan)
+    image = str(plan.image)
+    if plan.runtime in ("podman", "docker"):
+        argv = [plan.runtime, "run", "--rm", "--network=host", "--ipc=host"]
+        if plan.gpu:
+            argv += (
+                ["--gpus", "all"]
+                if plan.runtime == "docker"
+                else ["--device", "nvidia.com/gpu=all"]
+            )
+        for host, inner in plan.mounts:
+            argv += ["-v", f"{host}:{inner}"]
+        for key, value in sorted(env.items()):
+            argv += ["-e", f"{key}={value}"]
+        # mpirun/srun set rank variables outside; pass them through to the container.
+        if mpi_outside:
+            for var in (
+                "PMI_RANK",
+                "PMI_SIZE",
+                "OMPI_COMM_WORLD_RANK",
+                "OMPI_COMM_WORLD_SIZE",
+                "SLURM_PROCID",
+                "SLURM_NTASKS",
+                "SLURM_LOCALID",
+            ):
+                argv += ["-e", var]
+        return [*argv, image]
+    if plan.runtime == "podman-hpc":
+        argv = ["podman-hpc", "run", "--rm", "--network=host"]
+        argv += ["--gpu"] if plan.gpu else []
+        argv += ["--mpi"] if mpi_outside else []
+        for host, inner in plan.mounts:
+            argv += ["-v", f"{host}:{inner}"]
+        for key, value in sorted(env.items()):
+            argv += ["-e", f"{key}={value}"]
+        return [*argv, image]
+    if plan.runtime == "shifter":
+        # Shifter passes the host environment in (except LD_*), so env goes on the host side.
+        argv = ["shifter", f"--image={image}"]
+        argv += ["--module=gpu"] if plan.gpu else []
+        argv += [f"--volume={host}:{inner}" for host, inner in plan.mounts]
+        if env:
+            argv = ["env", *[f"{k}={v}" for k, v in sorted(env.items())], *argv]
+        return argv
+    if plan.runtime == "apptainer":
+        argv = ["apptainer", "exec"]
+        argv += ["--nv"] if plan.gpu else []
+        for host, inner in plan.mounts:
+            argv += ["--bind", f"{host}:{inner}"]
+        for key, value in sorted(env.items()):
+            argv += ["--env", f"{key}={value}"]
+        return [*argv, image]
+    return []
+
+
+def build_command(plan: LaunchPlan, module_args: Sequence[str]) -> list[str]:
+    """The full argv that starts `plan.ranks` ranks of `python -m validation <module_args>`."""
+    python = plan.python if plan.runtime == "native" else "python"
+    inner = [python, "-m", "validation", *module_args]
+    if plan.runtime == "native":
+        return [*_launcher_prefix(plan, inside=False), *inner]
+    inside = plan.launcher in INSIDE_LAUNCHERS or plan.launcher == "none"
+    if inside:
+        return [*_container_prefix(plan, mpi_outside=False), *_launcher_prefix(plan, True), *inner]
+    return [*_launcher_prefix(plan, False), *_container_prefix(plan, mpi_outside=True), *inner]
+
+
+def native_env(plan: LaunchPlan) -> dict[str, str]:
+    """Variables a native launch needs in its environment (rendezvous + thread limits)."""
+    return _rendezvous_env(plan)

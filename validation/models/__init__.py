@@ -1,0 +1,1 @@
+"""Workload models, one module per (framework, workload)."""

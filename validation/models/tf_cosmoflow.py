@@ -1,0 +1,30 @@
+"""CosmoFlow 3D CNN in Keras (MLPerf HPC reference layer list, REFERENCE.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from validation.config import CosmoFlowConfig
+
+
+def build_cosmoflow(config: CosmoFlowConfig) -> Any:
+    """A Keras model: (S, S, S, C) channels-last cubes -> n_targets in [-1.2, 1.2]."""
+    from tensorflow import keras
+
+    layers = keras.layers
+    # PyTorch's default init (uniform, +-1/sqrt(fan_in)); Keras' glorot saturates the tanh head.
+    init = keras.initializers.VarianceScaling(1 / 3, mode="fan_in", distribution="uniform")
+    inputs = keras.Input((config.size, config.size, config.size, config.channels))
+    x = inputs
+    for filters in config.filters:
+        x = layers.Conv3D(filters, 3, padding="same", kernel_initializer=init)(x)
+        x = layers.LeakyReLU(negative_slope=0.3)(x)
+        x = layers.MaxPooling3D(2)(x)
+    x = layers.Flatten()(x)
+    for units in config.dense:
+        x = layers.LeakyReLU(negative_slope=0.3)(layers.Dense(units, kernel_initializer=init)(x))
+        if config.dropout > 0:
+            x = layers.Dropout(config.dropout)(x)
+    x = layers.Dense(config.n_targets, activation="tanh", kernel_initializer=init)(x)
+    outputs = layers.Rescaling(1.2)(x)
+    return keras.Model(inputs, outputs, name="cosmoflow")

@@ -1,0 +1,386 @@
+"""Host side: plan the jobs of a validation, launch them, evaluate the checks, build a report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from validation.checks import (
+    QUALITY_CHECKS,
+    CheckResult,
+    CudaCheck,
+    HorovodCheck,
+    LossDecreasingCheck,
+    LossFiniteCheck,
+    NcclCheck,
+    OneDNNCheck,
+    OneVsManyCheck,
+    ParamsIdenticalCheck,
+    ShardsDisjointCheck,
+    WeakScalingCheck,
+    summarise,
+)
+from validation.launch import CONTAINER_DATA, CONTAINER_OUT, LaunchPlan, build_command
+from validation.launch_env import threads_per_rank
+from validation.results import load_params, load_run
+
+CONSISTENCY_STEPS = 6
+CONSISTENCY_BATCH = 8
+
+
+@dataclass(frozen=True)
+class ValidationRequest:
+    """Everything `stackbuild validate` was asked to do."""
+
+    out_dir: Path
+    image: str | None = None  # None: native
+    suites: tuple[str, ...] = ("cosmoflow", "climate", "gan")
+    frameworks: tuple[str, ...] = ("pytorch", "tensorflow")
+    ranks: tuple[int, ...] = (1, 2)
+    runtime: str = "native"
+    launcher: str = "torchrun"
+    data_dir: Path | None = None
+    size: str = "small"
+    seed: int = 1234
+    expect_gpu: bool = False
+    horovod: dict[str, list[str]] = field(default_factory=dict)  # wanted check-build items
+    python: str = sys.executable
+    fault: str = "none"  # inject into every training job (negative controls)
+    extra_args: tuple[str, ...] = ()  # passed to every `run` (e.g. --epochs 1 in tests)
+    timeout_s: float = 1800
+    mpi_flavor: str = "mpich"
+    min_scaling_efficiency: float = 0.6
+
+
+@dataclass
+class Job:
+    """One launched command."""
+
+    tag: str
+    kind: str  # probe | train | consistency
+    framework: str
+    suite: str | None
+    ranks: int
+    module_args: list[str]
+    argv: list[str] = field(default_factory=list)
+    returncode: int | None = None
+    wall_s: float = 0.0
+    log_tail: list[str] = field(default_factory=list)
+    skipped: str = ""
+
+
+def _paths(request: ValidationRequest) -> tuple[str, str | None, tuple[tuple[str, str], ...]]:
+    out = request.out_dir.resolve()
+    data = request.data_dir.resolve() if request.data_dir else None
+    if request.runtime == "native":
+        return str(out), str(data) if data else None, ()
+    mounts = [(str(out), CONTAINER_OUT)] + ([(str(data), CONTAINER_DATA)] if data else [])
+    return CONTAINER_OUT, CONTAINER_DATA if data else None, tuple(mounts)
+
+
+def plan_jobs(request: ValidationRequest) -> list[Job]:
+    """The probe, training and consistency jobs for a request (nothing runs here)."""
+    out, data, _ = _paths(request)
+    threads = threads_per_rank(max(request.ranks))  # same per-rank threads for fair scaling
+    common = [
+        "--config",
+        request.size,
+        "--out",
+        out,
+        "--seed",
+        str(request.seed),
+        "--threads",
+        str(threads),
+    ] + (["--data", data] if data else [])
+    jobs = [
+        Job(
+            f"probe-{fw}",
+            "probe",
+            fw,
+            None,
+            1,
+            ["probe", "--framework", fw, "--out", f"{out}/probe-{fw}.json"],
+        )
+        for fw in request.frameworks
+    ]
+    for fw in request.frameworks:
+        for suite in request.suites:
+            for n in request.ranks:
+                tag = f"{suite}-{fw}-r{n}"
+                args = [
+                    "run",
+                    "--suite",
+                    suite,
+                    "--framework",
+                    fw,
+                    "--tag",
+                    tag,
+                    "--weak-scaling",
+                    "--fault",
+                    request.fault,
+                    *common,
+                    *request.extra_args,
+                ]
+                if request.launcher == "horovodrun" and n > 1:
+                    args += ["--sync", "horovod"]
+                job = Job(tag, "train", fw, suite, n, args)
+                if fw == "tensorflow" and n > 1 and request.launcher != "horovodrun":
+                    job.skipped = "TensorFlow multi-rank runs need Horovod (--launcher horovodrun)"
+                jobs.append(job)
+    many = max(request.ranks)
+    if "pytorch" in request.frameworks and "cosmoflow" in request.suites and many > 1:
+        for n in (1, many):
+            args = [
+                "run",
+                "--suite",
+                "cosmoflow",
+                "--framework",
+                "pytorch",
+                "--tag",
+                f"consistency-r{n}",
+                "--steps",
+                str(CONSISTENCY_STEPS),
+                "--global-batch",
+                str(CONSISTENCY_BATCH),
+                "--no-shuffle",
+                "--save-params",
+                "--dropout",
+                "0",
+                "--optimizer",
+                "sgd",
+                "--lr",
+                "0.01",
+                "--fault",
+                request.fault,
+                *common,
+            ]
+            jobs.append(Job(f"consistency-r{n}", "consistency", "pytorch", "cosmoflow", n, args))
+    return jobs
+
+
+def launch_plan(request: ValidationRequest, ranks: int) -> LaunchPlan:
+    """The LaunchPlan for a job with `ranks` ranks."""
+    _, _, mounts = _paths(request)
+    threads = str(threads_per_rank(max(request.ranks)))
+    env = {"OMP_NUM_THREADS": threads, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return LaunchPlan(
+        runtime=request.runtime,
+        launcher=request.launcher if ranks > 1 else "none",
+        ranks=ranks,
+        image=request.image,
+        python=request.python,
+        mounts=mounts,
+        env=env,
+        gpu=request.expect_gpu,
+        mpi_flavor=request.mpi_flavor,
+        master_port=29500 + (os.getpid() % 400),
+    )
+
+
+Executor = Callable[[list[str], dict[str, str], float], tuple[int, list[str]]]
+
+
+def stream_subprocess(
+    argv: list[str], env: dict[str, str], timeout: float
+) -> tuple[int, list[str]]:
+    """Run argv, echo its output lines live, return (exit code, last lines)."""
+    tail: list[str] = []
+    started = time.monotonic()
+    with subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+            tail = [*tail[-39:], line.rstrip()]
+            if time.monotonic() - started > timeout:
+                proc.kill()
+                tail.append(f"killed after {timeout:.0f} s")
+                break
+        return proc.wait(), tail
+
+
+def _job_env(request: ValidationRequest, plan: LaunchPlan) -> dict[str, str]:
+    env = {**os.environ, **plan.env}
+    if request.runtime == "native":
+        package_root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p
+        )
+        if plan.launcher in ("mpirun", "srun"):
+            env.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(plan.master_port)})
+    return env
+
+
+def run_jobs(
+    request: ValidationRequest, jobs: list[Job], executor: Executor = stream_subprocess
+) -> None:
+    """Launch every job that is not skipped, in order, recording argv and exit codes."""
+    request.out_dir.mkdir(parents=True, exist_ok=True)
+    for job in jobs:
+        plan = launch_plan(request, job.ranks)
+        job.argv = build_command(plan, job.module_args)
+        if job.skipped:
+            continue
+        print(f"==> {job.tag}: {' '.join(job.argv)}", flush=True)
+        started = time.monotonic()
+        job.returncode, job.log_tail = executor(
+            job.argv, _job_env(request, plan), request.timeout_s
+        )
+        job.wall_s = time.monotonic() - started
+
+
+def _job_failed(job: Job) -> CheckResult:
+    return CheckResult(
+        "job-completed",
+        "correctness",
+        job.tag,
+        "fail",
+        job.returncode,
+        0,
+        "exit code ==",
+        "launch",
+        "\n".join(job.log_tail[-8:]),
+    )
+
+
+def evaluate(request: ValidationRequest, jobs: list[Job]) -> list[CheckResult]:
+    """Run every check that the finished jobs allow."""
+    out = request.out_dir
+    results: list[CheckResult] = []
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for job in jobs:
+        if job.skipped:
+            results.append(
+                CheckResult(
+                    "job-completed",
+                    "correctness",
+                    job.tag,
+                    "skip",
+                    None,
+                    None,
+                    "n/a",
+                    "plan",
+                    job.skipped,
+                )
+            )
+            continue
+        if job.kind == "probe":
+            probe_file = out / f"probe-{job.framework}.json"
+            if job.returncode != 0 or not probe_file.exists():
+                results.append(_job_failed(job))
+                continue
+            probe = json.loads(probe_file.read_text())
+            if job.framework == "tensorflow":
+                results.append(OneDNNCheck().evaluate(probe))
+            results.append(CudaCheck().evaluate(probe, request.expect_gpu))
+            results.append(NcclCheck().evaluate(probe, request.expect_gpu))
+            if request.horovod or request.launcher == "horovodrun":
+                wanted = request.horovod or {"frameworks": [_hvd_name(job.framework)]}
+                results.append(HorovodCheck().evaluate(probe, wanted))
+            continue
+        run = load_run(out, job.tag)
+        if job.returncode != 0 or len(run) != job.ranks:
+            results.append(_job_failed(job))
+            continue
+        runs[job.tag] = run
+        if job.kind == "train":
+            results.append(LossFiniteCheck().evaluate(run))
+            results.append(LossDecreasingCheck().evaluate(run))
+            results += [c().evaluate(run) for c in QUALITY_CHECKS[job.suite or ""]]  # type: ignore[attr-defined]
+            if job.ranks > 1:
+                results.append(ParamsIdenticalCheck().evaluate(run))
+                results.append(ShardsDisjointCheck().evaluate(run))
+                single = runs.get(f"{job.suite}-{job.framework}-r1")
+                if single:
+                    results.append(
+                        WeakScalingCheck(request.min_scaling_efficiency).evaluate(single, run)
+                    )
+    many = max(request.ranks)
+    if f"consistency-r{many}" in runs and "consistency-r1" in runs:
+        results.append(
+            OneVsManyCheck().evaluate(
+                f"cosmoflow/pytorch 1 vs {many} ranks",
+                load_params(out, "consistency-r1", 0),
+                load_params(out, f"consistency-r{many}", 0),
+            )
+        )
+    return results
+
+
+def _hvd_name(framework: str) -> str:
+    return "PyTorch" if framework == "pytorch" else "TensorFlow"
+
+
+def run_validation(request: ValidationRequest, executor: Executor | None = None) -> dict[str, Any]:
+    """Plan, launch, check; return the report dict (see validation.report)."""
+    started = time.time()
+    jobs = plan_jobs(request)
+    run_jobs(request, jobs, executor or stream_subprocess)
+    checks = evaluate(request, jobs)
+    runs = {}
+    for job in jobs:
+        if job.kind != "probe" and not job.skipped:
+            rank_results = load_run(request.out_dir, job.tag)
+            if rank_results:
+                runs[job.tag] = _run_summary(rank_results)
+    probes = {}
+    for fw in request.frameworks:
+        path = request.out_dir / f"probe-{fw}.json"
+        if path.exists():
+            probes[fw] = json.loads(path.read_text())
+    summary = summarise(checks)
+    return {
+        "schema": "stackbuild.validation-report/1",
+        "target": request.image or "native",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "wall_s": round(time.time() - started, 2),
+        "request": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(request).items()},
+        "jobs": [
+            {
+                "tag": j.tag,
+                "kind": j.kind,
+                "ranks": j.ranks,
+                "argv": j.argv,
+                "returncode": j.returncode,
+                "wall_s": round(j.wall_s, 2),
+                "skipped": j.skipped,
+            }
+            for j in jobs
+        ],
+        "runs": runs,
+        "probes": probes,
+        "checks": [c.to_dict() for c in checks],
+        "summary": summary,
+        "passed": summary["fail"] == 0,
+    }
+
+
+def _run_summary(run: list[dict[str, Any]]) -> dict[str, Any]:
+    r0 = run[0]
+    keys = (
+        "suite",
+        "framework",
+        "size",
+        "world_size",
+        "sync",
+        "fault",
+        "threads",
+        "local_batch",
+        "global_batch",
+        "steps",
+        "epoch_loss",
+        "step_loss",
+        "metrics",
+        "wall_s",
+    )
+    summary = {k: r0.get(k) for k in keys}
+    summary["samples_per_s_per_rank"] = [r.get("samples_per_s") for r in run]
+    return summary

@@ -1,0 +1,98 @@
+"""Gradient exchange for PyTorch: DDP, a manual all-reduce (for fault injection), or Horovod."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from validation.launch_env import RankInfo, export_rendezvous, rank_info
+
+
+class TorchSync:
+    """Starts the process group and wraps models/optimizers the way `mode` says."""
+
+    def __init__(self, mode: str, fault: str = "none") -> None:
+        self.fault = fault
+        self.hvd: Any = None
+        info = rank_info()
+        if mode == "auto":
+            mode = "ddp" if info.world_size > 1 else "none"
+        if fault in ("no-broadcast", "no-allreduce", "grad-sum") and mode == "ddp":
+            mode = "manual"  # DDP always broadcasts and averages; faults need the manual path
+        self.mode = mode
+        if mode == "horovod":
+            import horovod.torch as hvd
+
+            hvd.init()
+            self.hvd = hvd
+            info = RankInfo(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), "horovod")
+        elif info.world_size > 1:
+            export_rendezvous(info)
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
+        elif mode in ("ddp", "manual"):
+            self.mode = "none"
+        self.info = info
+
+    @property
+    def rank(self) -> int:
+        return self.info.rank
+
+    @property
+    def world(self) -> int:
+        return self.info.world_size
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """Make ranks start equal (unless the fault says not to) and return the model to train."""
+        if self.mode == "ddp":
+            return nn.parallel.DistributedDataParallel(model)
+        if self.mode == "manual" and self.fault != "no-broadcast":
+            for tensor in [*model.parameters(), *model.buffers()]:
+                dist.broadcast(tensor.data, src=0)
+        if self.mode == "horovod":
+            self.hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+        return model
+
+    def optimizer(
+        self, opt: torch.optim.Optimizer, model: nn.Module, name: str = "model"
+    ) -> torch.optim.Optimizer:
+        """Horovod averages inside its optimizer; other modes return `opt` unchanged."""
+        if self.mode != "horovod":
+            return opt
+        prefix = f"{name}."  # tensor names must match on every rank
+        named = [(prefix + n, p) for n, p in model.named_parameters()]
+        wrapped = self.hvd.DistributedOptimizer(opt, named_parameters=named)
+        self.hvd.broadcast_optimizer_state(wrapped, root_rank=0)
+        return wrapped
+
+    def sync_grads(self, model: nn.Module) -> None:
+        """Manual mode: all-reduce gradients (average, or the injected fault)."""
+        if self.mode != "manual" or self.fault == "no-allreduce":
+            return
+        for p in model.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+                if self.fault != "grad-sum":
+                    p.grad /= self.world
+
+    def barrier(self) -> None:
+        """Wait for all ranks."""
+        if self.mode == "horovod":
+            self.hvd.allreduce(torch.zeros(1), name="barrier")
+        elif dist.is_available() and dist.is_initialized():
+            dist.barrier()
+
+    def close(self) -> None:
+        """Tear down the process group."""
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        if self.mode == "horovod":
+            self.hvd.shutdown()
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DDP wrapper."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
