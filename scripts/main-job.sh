@@ -31,14 +31,19 @@ for variant in $variants; do
     pytorch) launchers="torchrun horovodrun" ;;
     *) launchers="horovodrun" ;;
   esac
+  passed=1
   for launcher in $launchers; do
     echo "== validate $variant with $launcher (1 and 2 ranks)"
     $sb validate "$dir" --framework "$framework" --launcher "$launcher" \
-      --output "$out/validation/$variant-$launcher" || status=1
+      --output "$out/validation/$variant-$launcher" || passed=0
   done
-  echo "== export $variant for Shifter / podman-hpc"
-  $sb export "$(.venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["refs"][0])' "$dir/manifest.json")" \
-    --to squashfs --output "$out/cpu/$variant.sqsh" --force
+  if [ $passed = 1 ]; then
+    echo "== export $variant for Shifter / podman-hpc"
+    $sb export "$dir" --to squashfs --output "$out/cpu/$variant.sqsh" --force
+  else
+    echo "== $variant FAILED validation: not exported (see the reports)" >&2
+    status=1
+  fi
 done
 echo "== reports: $out/validation/*/report.html; records: $out/cpu/*/validation.json"
 exit $status

@@ -57,14 +57,24 @@ class TorchSync:
         return model
 
     def optimizer(
-        self, opt: torch.optim.Optimizer, model: nn.Module, name: str = "model"
+        self,
+        opt: torch.optim.Optimizer,
+        model: nn.Module,
+        name: str = "model",
+        backward_passes: int = 1,
     ) -> torch.optim.Optimizer:
-        """Horovod averages inside its optimizer; other modes return `opt` unchanged."""
+        """Horovod averages inside its optimizer; other modes return `opt` unchanged.
+
+        backward_passes: backward() calls per step() (their gradients add up locally, as
+        without Horovod, and are averaged across ranks once).
+        """
         if self.mode != "horovod":
             return opt
         prefix = f"{name}."  # tensor names must match on every rank
         named = [(prefix + n, p) for n, p in model.named_parameters()]
-        wrapped = self.hvd.DistributedOptimizer(opt, named_parameters=named)
+        wrapped = self.hvd.DistributedOptimizer(
+            opt, named_parameters=named, backward_passes_per_step=backward_passes
+        )
         self.hvd.broadcast_optimizer_state(wrapped, root_rank=0)
         return wrapped
 

@@ -132,8 +132,12 @@ class GANWorkload:
         self.opt_g = sync.optimizer(
             torch.optim.Adam(self.gen.parameters(), lr, betas=betas), unwrap(self.gen), "gen"
         )
+        # D takes two backward passes per step (real batch, fake batch).
         self.opt_d = sync.optimizer(
-            torch.optim.Adam(self.disc.parameters(), lr, betas=betas), unwrap(self.disc), "disc"
+            torch.optim.Adam(self.disc.parameters(), lr, betas=betas),
+            unwrap(self.disc),
+            "disc",
+            backward_passes=2,
         )
         self.untrained: dict[str, float] = {}
 
@@ -157,8 +161,15 @@ class GANWorkload:
         self.sync.sync_grads(unwrap(self.disc))
         self.opt_d.step()
         self.opt_g.zero_grad()
-        g_loss = F.binary_cross_entropy_with_logits(self.disc(fake), torch.ones(b, 1))
-        g_loss.backward()
+        # G's loss must not leave gradients (nor Horovod/DDP gradient hooks) on D: D is
+        # frozen and called unwrapped; its batch-norm statistics still update as before.
+        disc = unwrap(self.disc)
+        disc.requires_grad_(False)
+        try:
+            g_loss = F.binary_cross_entropy_with_logits(disc(fake), torch.ones(b, 1))
+            g_loss.backward()
+        finally:
+            disc.requires_grad_(True)
         self.sync.sync_grads(unwrap(self.gen))
         self.opt_g.step()
         return {"loss": d_loss.item(), "g_loss": g_loss.item()}

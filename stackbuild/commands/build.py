@@ -21,7 +21,7 @@ from stackbuild.build.context import VARIANT_FILE, BuildSpec, load_build_spec
 from stackbuild.build.doctor import run_doctor
 from stackbuild.build.engines import BUILDERS, get_builder
 from stackbuild.build.export import FORMATS, export_image
-from stackbuild.build.images import image_exists
+from stackbuild.build.images import image_exists, inspect_image
 from stackbuild.build.manifest import build_manifest, write_manifest
 from stackbuild.build.progress import BuildProgress
 from stackbuild.build.publish import publish, resolve_source
@@ -208,10 +208,28 @@ def sigterm_as_interrupt() -> Iterator[None]:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 def export_command(image: str, fmt: str, output: Path, force: bool) -> None:
-    """Export IMAGE as a squashfs (Shifter, podman-hpc), an OCI archive, or a SIF."""
+    """Export IMAGE as a squashfs (Shifter, podman-hpc), an OCI archive, or a SIF.
+
+    IMAGE is an image reference or a build directory (manifest.json from `stackbuild build`).
+    """
+    image = exported_ref(image)
     say(f"exporting {image} to {fmt} ...")
     path = export_image(image, fmt, output, force=force)
     console.print(f"{path}  ({path.stat().st_size / 2**20:.1f} MiB)")
+
+
+def exported_ref(image: str) -> str:
+    """IMAGE itself, or for a build directory the tag it built, if it still names that image."""
+    if not (Path(image) / "manifest.json").is_file():
+        return image
+    source = resolve_source(image)
+    ref = source.refs[0]
+    if inspect_image(ref).id != source.image_id:
+        raise StackbuildError(
+            f"{ref} no longer names the image built in {image} ({source.image_id[:12]})",
+            hint="build again, or export the image by its id",
+        )
+    return ref
 
 
 @click.command("publish")

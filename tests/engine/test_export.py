@@ -74,3 +74,16 @@ def test_sif_without_apptainer_is_a_clear_error(tiny_build: TinyBuild, tmp_path:
 def test_export_of_a_missing_image_names_it(tmp_path: Path) -> None:
     with pytest.raises(StackbuildError, match="not in local storage"):
         export_image("localhost/stackbuild-test/absent:none", "oci-archive", tmp_path / "x.tar")
+
+
+@pytest.mark.engine
+def test_export_of_a_build_directory_exports_the_image_it_built(
+    tiny_build: TinyBuild, run_cli, tmp_path: Path
+) -> None:
+    out = tmp_path / "tiny.tar"
+    code, _stdout, err = run_cli(
+        "export", tiny_build.out_dir, "--to", "oci-archive", "--output", out
+    )
+    assert code == 0, err
+    assert tiny_build.spec.image_refs[0] in err
+    assert out.stat().st_size > 0

@@ -1,12 +1,12 @@
-#!/usr/bin/env python3
-"""Horovod smoke check: allreduce/allgather/broadcast in TensorFlow and PyTorch.
+"""Collective smoke check: allreduce/allgather/broadcast values, checked on every rank.
 
-Standalone (needs only horovod plus the frameworks it checks). Run it under a
-Horovod launcher with 2 or more ranks, for example::
+Horovod in TensorFlow and PyTorch (the default), or torch.distributed with --api torch.
+Needs only the frameworks it checks. Run it under a launcher with 2 or more ranks::
 
-    horovodrun -np 2 --gloo python smoke_check.py
-    horovodrun -np 2 --mpi  python smoke_check.py
-    mpirun -np 2 python smoke_check.py
+    horovodrun -np 2 --gloo python -m validation.smoke
+    horovodrun -np 2 --mpi  python -m validation.smoke --frameworks torch
+    mpirun -np 2 python -m validation.smoke
+    torchrun --standalone --nproc-per-node=2 -m validation.smoke --api torch
 
 A single process (no launcher) also works and checks the size-1 case.
 
@@ -102,6 +102,49 @@ def check_torch() -> tuple[bool, object]:
     return ok, hvd
 
 
+def check_torch_distributed(backend: str) -> bool:
+    """torch.distributed (as DDP uses it), started by torchrun (env:// rendezvous)."""
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group(backend=backend)
+    try:
+        rank, size = dist.get_rank(), dist.get_world_size()
+        want = expected_values(size)
+        base = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float32) * float(rank + 1)
+        ok = True
+        total = base.clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        ok &= report(
+            f"torch.distributed/{backend}", rank, "all_reduce(sum)", total.tolist(), want["sum"]
+        )
+        average = total / size
+        ok &= report(
+            f"torch.distributed/{backend}",
+            rank,
+            "all_reduce/size",
+            average.tolist(),
+            want["average"],
+        )
+        parts = [torch.zeros(1) for _ in range(size)]
+        dist.all_gather(parts, torch.tensor([float(rank + 1)]))
+        got = torch.cat(parts).tolist()
+        ok &= report(f"torch.distributed/{backend}", rank, "all_gather", got, want["allgather"])
+        sent = base.clone()
+        dist.broadcast(sent, src=0)
+        ok &= report(
+            f"torch.distributed/{backend}", rank, "broadcast", sent.tolist(), want["broadcast"]
+        )
+        print(
+            f"[rank {rank}] smoke {'PASSED' if ok else 'FAILED'} "
+            f"(size={size}, torch.distributed backend={backend})",
+            flush=True,
+        )
+        return ok
+    finally:
+        dist.destroy_process_group()
+
+
 CHECKS = {"tensorflow": check_tensorflow, "torch": check_torch}
 
 
@@ -120,7 +163,20 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("SMOKE_FRAMEWORKS", ",".join(FRAMEWORKS)),
         help="comma-separated subset of: tensorflow,torch (default: both; env SMOKE_FRAMEWORKS)",
     )
+    parser.add_argument(
+        "--api",
+        choices=("horovod", "torch"),
+        default="horovod",
+        help="horovod (default), or torch for torch.distributed under torchrun",
+    )
+    parser.add_argument("--backend", default="gloo", help="torch.distributed backend")
     args = parser.parse_args(argv)
+    if args.api == "torch":
+        try:
+            return 0 if check_torch_distributed(args.backend) else 1
+        except Exception:
+            traceback.print_exc()
+            return 1
     wanted = [f.strip() for f in args.frameworks.split(",") if f.strip()]
     unknown = [f for f in wanted if f not in CHECKS]
     if unknown or not wanted:
@@ -145,8 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         hvd.shutdown()
     verdict = "PASSED" if all_ok else "FAILED"
     print(
-        f"[rank {rank}] smoke_check {verdict} "
-        f"(size={size}, controller={ctrl}, frameworks={wanted})",
+        f"[rank {rank}] smoke {verdict} (size={size}, controller={ctrl}, frameworks={wanted})",
         flush=True,
     )
     return 0 if all_ok else 1

@@ -1,0 +1,207 @@
+"""End to end: the shipped CPU stack (recipes/cpu.yaml) built, checked, validated, exported
+and published, with the real recipe, templates, engine, frameworks, Horovod and registry.
+
+The images are built once per session through the CLI, as a user would (`stackbuild build
+cpu`); a cold run compiles Horovod twice (about 20-30 minutes on 2 cores), a rerun is served
+by the layer cache and the compiled-wheel cache in .cache/.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from stackbuild.build.validation_record import read_validation_record
+
+pytestmark = [pytest.mark.engine, pytest.mark.stack]
+
+STACKBUILD = str(Path(sys.executable).with_name("stackbuild"))
+#: variant -> (framework in the harness, Horovod framework name, launcher that validates it)
+VARIANTS = {
+    "pytorch-cpu": ("pytorch", "torch", "torchrun"),
+    "tensorflow-cpu": ("tensorflow", "tensorflow", "horovodrun"),
+}
+
+
+@dataclass(frozen=True)
+class Built:
+    variant: str
+    folder: Path
+    manifest: dict[str, object]
+
+    @property
+    def image(self) -> str:
+        return str(self.manifest["refs"][0])  # type: ignore[index]
+
+
+def stackbuild(*args: object, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [STACKBUILD, *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def in_image(image: str, *command: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["podman", "run", "--rm", "--network=host", "--ipc=host", image, *command],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def stack_out(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> Path:
+    return tmp_path_factory.mktemp("stack")
+
+
+@pytest.fixture(scope="session", params=list(VARIANTS))
+def built(request: pytest.FixtureRequest, stack_out: Path) -> Built:
+    variant = request.param
+    proc = stackbuild("build", "cpu", "--variant", variant, "--output", stack_out)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    folder = stack_out / variant
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return Built(variant, folder, manifest)
+
+
+def test_image_imports_its_framework_and_has_no_compilers(built: Built) -> None:
+    framework = VARIANTS[built.variant][0]
+    module = "torch" if framework == "pytorch" else "tensorflow"
+    proc = in_image(
+        built.image,
+        "sh",
+        "-c",
+        f"python -c 'import {module}, horovod, validation; print({module}.__version__)' "
+        "&& ! command -v gcc && ! command -v cc && ! command -v mpicc",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert built.manifest["variant"] == built.variant
+    assert built.manifest["sbom"], "the manifest lists the image's packages"
+
+
+def test_image_records_horovod_check_build(built: Built) -> None:
+    proc = in_image(built.image, "cat", "/opt/stackbuild/horovod-check-build.txt")
+    assert proc.returncode == 0, proc.stderr
+    marks = {
+        line.split("]", 1)[1].strip(): line.strip().startswith("[X]")
+        for line in proc.stdout.splitlines()
+        if line.strip().startswith("[")
+    }
+    framework = "PyTorch" if built.variant.startswith("pytorch") else "TensorFlow"
+    other = "TensorFlow" if framework == "PyTorch" else "PyTorch"
+    assert marks[framework] and not marks[other]
+    assert marks["MPI"] and marks["Gloo"], proc.stdout  # controllers and CPU operations
+    assert not marks["NCCL"]
+
+
+@pytest.mark.parametrize("controller", ["gloo", "mpi"])
+def test_two_rank_horovod_collectives_give_the_right_sums(built: Built, controller: str) -> None:
+    hvd_framework = VARIANTS[built.variant][1]
+    proc = in_image(
+        built.image,
+        "horovodrun",
+        "-np",
+        "2",
+        f"--{controller}",
+        "python",
+        "-m",
+        "validation.smoke",
+        "--frameworks",
+        hvd_framework,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert out.count("smoke PASSED") == 2 and "MISMATCH" not in out
+    assert f"controller={controller}" in out
+
+
+def test_two_rank_torch_distributed_gloo_gives_the_right_sums(built: Built) -> None:
+    if not built.variant.startswith("pytorch"):
+        pytest.skip("torch.distributed is checked in the PyTorch image")
+    proc = in_image(
+        built.image,
+        "torchrun",
+        "--standalone",
+        "--nproc-per-node=2",
+        "-m",
+        "validation.smoke",
+        "--api",
+        "torch",
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert out.count("smoke PASSED") == 2 and "MISMATCH" not in out
+
+
+@pytest.fixture(scope="session")
+def validated(built: Built) -> tuple[Built, subprocess.CompletedProcess[str]]:
+    framework, _hvd, launcher = VARIANTS[built.variant]
+    report = built.folder.parent / f"validation-{built.variant}"
+    proc = stackbuild(
+        "validate",
+        built.folder,
+        "--framework",
+        framework,
+        "--launcher",
+        launcher,
+        "--output",
+        report,
+    )
+    return built, proc
+
+
+def test_small_suite_passes_in_the_image_on_one_and_two_ranks(
+    validated: tuple[Built, subprocess.CompletedProcess[str]],
+) -> None:
+    built, proc = validated
+    report = json.loads(
+        (built.folder.parent / f"validation-{built.variant}/report.json").read_text()
+    )
+    suites = {c["subject"].split("/")[0] for c in report["checks"] if "/" in c["subject"]}
+    assert {"cosmoflow", "climate", "gan"} <= suites
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    record = read_validation_record(built.folder)
+    assert record is not None and record.passed and record.covers(built.manifest)
+
+
+def test_export_squashfs_for_shifter(built: Built, tmp_path: Path) -> None:
+    out = tmp_path / f"{built.variant}.sqsh"
+    proc = stackbuild("export", built.folder, "--to", "squashfs", "--output", out)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes()[:4] == b"hsqs"
+    listing = subprocess.run(
+        ["unsquashfs", "-l", str(out)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "squashfs-root/opt/stackbuild/validation/__main__.py" in listing
+    assert "squashfs-root/opt/stackbuild/horovod-check-build.txt" in listing
+
+
+def test_publish_only_a_validated_image_and_pull_it_back_by_digest(
+    validated: tuple[Built, subprocess.CompletedProcess[str]], registry: str
+) -> None:
+    built, _proc = validated
+    record = read_validation_record(built.folder)
+    proc = stackbuild(
+        "publish", built.folder, "--registry", f"{registry}/stackbuild", "--no-tls-verify"
+    )
+    if record is None or not record.passed:
+        assert proc.returncode != 0 and "validation" in proc.stderr
+        pytest.fail(f"{built.variant} did not pass validation, so publish was (rightly) refused")
+    assert proc.returncode == 0, proc.stderr
+    pinned = [line.split()[1] for line in proc.stdout.splitlines() if "@sha256:" in line]
+    assert pinned, proc.stdout
+    pull = subprocess.run(
+        ["podman", "pull", "--tls-verify=false", pinned[0]],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert pull.returncode == 0, pull.stderr
+    assert pull.stdout.strip().splitlines()[-1] == str(built.manifest["image_id"]).removeprefix(
+        "sha256:"
+    )
