@@ -1,18 +1,27 @@
-"""Benchmark a real stack image: cold build, cached rebuild, size, squashfs export.
+"""Benchmark a real stack image: cold build, rebuilds, Horovod wheel cache, size, export.
 
 Run as root after a first `stackbuild build cpu -V VARIANT -o out/cpu` (the cold build,
 whose duration its manifest records):
-    .venv/bin/python benchmarks/stack_build.py [VARIANT ...]
-Writes benchmarks/results/stack_build.json. The cached rebuild renders the same recipe into
-a temporary directory and builds it again: every layer, the Horovod compile included, must
-come from the cache. The machine is shared, so the load average is recorded next to times.
+    .venv/bin/python benchmarks/stack_build.py [--horovod] [VARIANT ...]
+Writes benchmarks/results/stack_build.json:
+- cached rebuild: the same recipe rendered elsewhere and built again (all layers cached);
+- pin change: a copy of recipes/cpu.yaml whose top-level pin (h5py) differs: only the
+  steps after the pin may run again; the ratio to the cold build is the issue's goal;
+- size: the runtime image against the builder stage (a single-stage image of the same
+  stack, with compilers and headers), built with --target builder from the layer cache;
+- --horovod: the builder stage built twice with --no-cache, once with an empty compiled-
+  wheel cache (Horovod compiles) and once with the filled one (cache hit: no compile);
+- squashfs export time and size.
+The machine is shared, so the load average is recorded next to the times.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,6 +29,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from stackbuild.build.context import BuildVolume, load_build_spec
+from stackbuild.build.engines import PodmanBuilder
+from stackbuild.build.images import inspect_image
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "stack_build.json"
@@ -33,37 +46,93 @@ def run(*args: str) -> float:
     return round(time.monotonic() - start, 1)
 
 
-def measure(variant: str) -> dict[str, Any]:
+def podman_builder_stage(context: Path, *extra: str, wheel_cache: Path | None = None) -> float:
+    """Seconds to build the builder stage of a rendered context (tagged bench-builder)."""
+    spec = load_build_spec(context)
+    if wheel_cache is not None:
+        volumes = tuple(
+            BuildVolume(v.name, wheel_cache, v.target, v.read_only)
+            if v.target == "/cache/wheels"
+            else v
+            for v in spec.volumes
+        )
+        spec = dataclasses.replace(spec, volumes=volumes)
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = PodmanBuilder().build_argv(spec, Path(tmp) / "iid")
+        argv[-1:-1] = ["--target", "builder", "-t", "localhost/stackbuild-bench/builder", *extra]
+        start = time.monotonic()
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+        return round(time.monotonic() - start, 1)
+
+
+def pin_changed_recipe(folder: Path) -> Path:
+    """A copy of recipes/ whose cpu.yaml pins another h5py (the top-level extra package)."""
+    shutil.copytree(ROOT / "recipes", folder / "recipes")
+    recipe = folder / "recipes" / "cpu.yaml"
+    text = recipe.read_text()
+    assert '"h5py==3.16.0"' in text, "benchmark expects the shipped h5py pin"
+    text = text.replace('"h5py==3.16.0"', '"h5py==3.15.1"')
+    # Its own image name, so the shipped tag keeps naming the shipped image.
+    recipe.write_text(
+        text.replace("defaults:\n", "defaults:\n  image: {name: stackbuild-bench/{framework}}\n", 1)
+    )
+    return recipe
+
+
+def measure(variant: str, horovod: bool) -> dict[str, Any]:
     """The numbers for one variant of recipes/cpu.yaml."""
     build_dir = ROOT / "out" / "cpu" / variant
     manifest = json.loads((build_dir / "manifest.json").read_text())
-    wheels = sorted((ROOT / ".cache" / "wheels").glob("horovod-*/horovod-*.whl"))
-    with tempfile.TemporaryDirectory(prefix="stack-bench-") as tmp:
-        load = os.getloadavg()[0]
-        rebuild_s = run("build", "cpu", "--variant", variant, "--output", tmp)
-        rebuilt = json.loads((Path(tmp) / variant / "manifest.json").read_text())
-        sqsh = Path(tmp) / f"{variant}.sqsh"
-        export_s = run("export", str(build_dir), "--to", "squashfs", "--output", str(sqsh))
-        sqsh_mib = round(sqsh.stat().st_size / 2**20, 1)
-    return {
+    numbers: dict[str, Any] = {
         "image": manifest["refs"][0],
         "cold_build_s": round(manifest["build_duration_s"]),
         "cold_build_at": manifest["built_at"],
-        "cached_rebuild_s": rebuild_s,
-        "cached_rebuild_same_image": rebuilt["image_id"] == manifest["image_id"],
         "image_mib": round(manifest["size_bytes"] / 2**20),
-        "squashfs_export_s": export_s,
-        "squashfs_mib": sqsh_mib,
-        "horovod_wheels_cached_mib": [round(w.stat().st_size / 2**20, 1) for w in wheels],
-        "load_avg_1min_at_start": round(load, 2),
+        "load_avg_1min_at_start": round(os.getloadavg()[0], 2),
     }
+    with tempfile.TemporaryDirectory(prefix="stack-bench-") as tmp:
+        work = Path(tmp)
+        numbers["cached_rebuild_s"] = run("build", "cpu", "-V", variant, "-o", str(work / "a"))
+        rebuilt = json.loads((work / "a" / variant / "manifest.json").read_text())
+        numbers["cached_rebuild_same_image"] = rebuilt["image_id"] == manifest["image_id"]
+        recipe = pin_changed_recipe(work)
+        numbers["pin_change_rebuild_s"] = run(
+            "build", str(recipe), "-V", variant, "-o", str(work / "b")
+        )
+        pinned = json.loads((work / "b" / variant / "manifest.json").read_text())
+        bench_images = [*pinned["refs"], "localhost/stackbuild-bench/builder"]
+        numbers["pin_change_over_cold"] = round(
+            numbers["pin_change_rebuild_s"] / numbers["cold_build_s"], 3
+        )
+        podman_builder_stage(build_dir)
+        builder = inspect_image("localhost/stackbuild-bench/builder")
+        numbers["single_stage_equivalent_mib"] = round(builder.size / 2**20)
+        numbers["runtime_over_single_stage"] = round(manifest["size_bytes"] / builder.size, 3)
+        if horovod:
+            empty = work / "empty-wheel-cache"
+            empty.mkdir()
+            numbers["builder_no_cache_horovod_miss_s"] = podman_builder_stage(
+                build_dir, "--no-cache", wheel_cache=empty
+            )
+            numbers["builder_no_cache_horovod_hit_s"] = podman_builder_stage(
+                build_dir, "--no-cache"
+            )
+        sqsh = work / f"{variant}.sqsh"
+        numbers["squashfs_export_s"] = run(
+            "export", str(build_dir), "--to", "squashfs", "--output", str(sqsh)
+        )
+        numbers["squashfs_mib"] = round(sqsh.stat().st_size / 2**20, 1)
+    subprocess.run(["podman", "rmi", *bench_images], check=False, capture_output=True)
+    return numbers
 
 
-def main(variants: list[str]) -> None:
+def main(args: list[str]) -> None:
+    horovod = "--horovod" in args
+    variants = [a for a in args if not a.startswith("--")] or ["pytorch-cpu"]
     results = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
-        "variants": {v: measure(v) for v in variants},
+        "variants": {v: measure(v, horovod) for v in variants},
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
@@ -71,4 +140,4 @@ def main(variants: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["pytorch-cpu"])
+    main(sys.argv[1:])

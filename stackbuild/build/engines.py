@@ -201,7 +201,7 @@ class DockerBuilder(Builder):
 
     def check_available(self) -> None:
         """Docker needs its daemon and buildx; neither is on the project's machines."""
-        fix = "use --engine podman (or buildah); or install Docker Engine with buildx"
+        fix = "use --builder podman (or buildah); or install Docker Engine with buildx"
         if shutil.which(self.tool) is None:
             raise ToolError("the docker engine is not available here", hint=fix)
         daemon = run_tool(
@@ -244,7 +244,7 @@ class ApptainerBuilder(Builder):
         if shutil.which(self.tool) is None:
             raise ToolError(
                 "apptainer is not available here",
-                hint="build with --engine podman and convert with `stackbuild export --to sif` "
+                hint="build with --builder podman and convert with `stackbuild export --to sif` "
                 "on a machine with Apptainer (https://apptainer.org/docs/admin/main/installation.html)",
             )
 
@@ -298,3 +298,17 @@ def get_builder(name: str) -> Builder:
         raise StackbuildError(
             f"unknown engine {name!r}", hint=f"choose one of: {', '.join(BUILDERS)}"
         ) from None
+
+
+def default_builder() -> Builder:
+    """The first engine, in BUILDERS order, that can build here; else podman's own error."""
+    for cls in BUILDERS.values():
+        builder = cls()
+        try:
+            builder.check_available()
+        except StackbuildError:
+            continue
+        return builder
+    builder = PodmanBuilder()
+    builder.check_available()
+    return builder

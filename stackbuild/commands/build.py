@@ -19,12 +19,13 @@ from rich.table import Table
 from stackbuild.build.base import default_base_ref, ensure_base_image
 from stackbuild.build.context import VARIANT_FILE, BuildSpec, load_build_spec
 from stackbuild.build.doctor import run_doctor
-from stackbuild.build.engines import BUILDERS, get_builder
+from stackbuild.build.engines import BUILDERS, default_builder, get_builder
 from stackbuild.build.export import FORMATS, export_image
 from stackbuild.build.images import image_exists, inspect_image
-from stackbuild.build.manifest import build_manifest, write_manifest
+from stackbuild.build.manifest import MANIFEST_FILE, build_manifest, write_manifest
 from stackbuild.build.progress import BuildProgress
 from stackbuild.build.publish import publish, resolve_source
+from stackbuild.build.validation_record import VALIDATION_FILE
 from stackbuild.commands.recipes import load_variants
 from stackbuild.errors import StackbuildError
 from stackbuild.recipe import select_variant
@@ -102,7 +103,14 @@ def base_command(
     type=click.Path(path_type=Path),
     help="With a RECIPE: site template directory.",
 )
-@click.option("--engine", type=click.Choice(sorted(BUILDERS)), default="podman", show_default=True)
+@click.option(
+    "--builder",
+    "--engine",
+    "engine",
+    type=click.Choice(sorted(BUILDERS)),
+    help="Container engine [default: the first of podman, buildah, docker, apptainer that "
+    "works here].",
+)
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -114,7 +122,7 @@ def build_command(
     variants: tuple[str, ...],
     output: Path | None,
     templates: Path | None,
-    engine: str,
+    engine: str | None,
     out: Path | None,
     verbose: bool,
 ) -> None:
@@ -148,22 +156,26 @@ def build_command(
         root = output or Path("out") / Path(all_variants[0].recipe_name)
         contexts = []
         for variant in chosen:
-            contexts.append(render_variant(variant, root, None, templates))
+            contexts.append(render_variant(variant, root, None, templates, keep=BUILD_OUTPUTS))
             say(f"rendered {variant.name} -> {contexts[-1]}")
     for context in contexts:
         build_context(context, engine, out, verbose)
 
 
-def build_context(context: Path, engine: str, out: Path | None, verbose: bool) -> None:
+#: What a build directory holds besides the rendered files; kept when it is rendered again.
+BUILD_OUTPUTS = (MANIFEST_FILE, VALIDATION_FILE, "logs")
+
+
+def build_context(context: Path, engine: str | None, out: Path | None, verbose: bool) -> None:
     """Build one rendered context and write its manifest."""
     spec = load_build_spec(context)
-    builder = get_builder(engine)
+    builder = get_builder(engine) if engine else default_builder()
     builder.check_available()
     ensure_bases(spec)
     out = out or spec.context_dir
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     log_path = out.resolve() / "logs" / f"build-{stamp}-{os.getpid()}.log"
-    say(f"building {', '.join(spec.image_refs)} with {engine}; log: {log_path}")
+    say(f"building {', '.join(spec.image_refs)} with {builder.name}; log: {log_path}")
     with sigterm_as_interrupt(), BuildProgress(err, echo=verbose) as progress:
         result = builder.build(spec, log_path=log_path, on_line=progress.on_line)
     manifest = build_manifest(spec, result)

@@ -11,7 +11,7 @@ from stackbuild.errors import StackbuildError
 from validation.config import FRAMEWORKS, SIZES, SUITES
 from validation.launch import LAUNCHERS, RUNTIMES
 from validation.record import RECORD_FILE, build_record, write_record
-from validation.report import write_html, write_json
+from validation.report import failure_lines, summary_line, write_html, write_json
 from validation.runner import ValidationRequest, run_validation
 
 
@@ -223,18 +223,8 @@ def validate_command(
     write_json(report, out_dir / "report.json")
     write_html(report, out_dir / "report.html")
     record = write_record(build_record(report, digest, out_dir), record_path or default_record)
-    summary = report["summary"]
-    click.echo(
-        f"validation {'PASSED' if report['passed'] else 'FAILED'}: "
-        f"{summary['pass']} passed, {summary['fail']} failed, {summary['skip']} skipped, "
-        f"{summary['not-run']} not run; report {out_dir / 'report.html'}; record {record}"
-    )
+    click.echo(f"{summary_line(report)}; report {out_dir / 'report.html'}; record {record}")
     if not report["passed"]:
-        for check in report["checks"]:
-            if check["verdict"] == "fail":
-                click.echo(
-                    f"  FAIL {check['check']} [{check['subject']}]: measured "
-                    f"{check['measured']} vs {check['threshold']} {check['reference']}",
-                    err=True,
-                )
+        for line in failure_lines(report):
+            click.echo(line, err=True)
         raise click.exceptions.Exit(1)

@@ -32,8 +32,13 @@ def render_variant(
     formats: list[str] | None = None,
     site_templates: Path | None = None,
     force: bool = False,
+    keep: tuple[str, ...] = (),
 ) -> Path:
-    """Render into out_root/<variant name>; replaces an earlier render, never a foreign dir."""
+    """Render into out_root/<variant name>; replaces an earlier render, never a foreign dir.
+
+    keep: names in an earlier render's directory to carry over (a build's manifest, logs
+    and validation record, which a re-render must not lose).
+    """
     files = render_files(variant, formats, site_templates)
     target = out_root / variant.name
     if target.exists() and not (target / MARKER).exists() and any(target.iterdir()) and not force:
@@ -52,6 +57,9 @@ def render_variant(
         (staging / MARKER).write_text(f"{variant.recipe_name} {variant.name}\n")
         os.chmod(staging, 0o755)
         if target.exists():
+            for name in keep:
+                if (target / name).exists() and not (staging / name).exists():
+                    (target / name).rename(staging / name)
             shutil.rmtree(target)
         staging.rename(target)
     finally:

@@ -21,6 +21,7 @@ from stackbuild.build.engines import (
     BuildResult,
     DockerBuilder,
     PodmanBuilder,
+    default_builder,
     failing_step,
     get_builder,
 )
@@ -86,7 +87,7 @@ def test_docker_cli_without_a_daemon_is_not_available(
     monkeypatch.setattr(DockerBuilder, "tool", str(fake))
     with pytest.raises(ToolError, match=r"not available here.*Cannot connect") as info:
         DockerBuilder().check_available()
-    assert "--engine podman" in (info.value.hint or "")
+    assert "--builder podman" in (info.value.hint or "")
 
 
 @pytest.mark.parametrize("builder", [DockerBuilder(), ApptainerBuilder()])
@@ -281,3 +282,10 @@ def test_buildah_builds_and_tags_like_podman(
     assert result.engine == "buildah"
     assert sorted(image_names(test_repository)) >= sorted(spec.image_refs)
     assert inspect_image(f"{test_repository}:buildah-b").id == result.image_id
+
+
+@pytest.mark.engine
+def test_the_default_builder_is_one_that_works_here() -> None:
+    builder = default_builder()
+    builder.check_available()
+    assert builder.name in ("podman", "buildah")  # docker and apptainer are not installed here

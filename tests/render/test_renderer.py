@@ -73,6 +73,21 @@ def test_refuses_to_replace_a_directory_it_did_not_write(tmp_path: Path):
     assert not precious.exists()
 
 
+def test_rendering_again_carries_over_only_the_kept_build_outputs(tmp_path: Path):
+    variant = expand_matrix(load_recipe(PROJECT_ROOT / "recipes/cpu.yaml"))[0]
+    folder = render_variant(variant, tmp_path)
+    (folder / "manifest.json").write_text("{}")
+    (folder / "logs").mkdir()
+    (folder / "logs" / "build.log").write_text("log")
+    (folder / "Containerfile").write_text("edited by hand")
+    render_variant(variant, tmp_path, keep=("manifest.json", "logs"))
+    assert (folder / "manifest.json").read_text() == "{}"
+    assert (folder / "logs" / "build.log").read_text() == "log"
+    assert (folder / "Containerfile").read_text() != "edited by hand"
+    render_variant(variant, tmp_path)
+    assert not (folder / "manifest.json").exists()
+
+
 def test_a_target_written_only_in_yaml_renders(cpu_recipe_text, write_recipe, tmp_path: Path):
     """An aarch64 GPU node, defined in this test's YAML alone, renders without code changes."""
     text = cpu_recipe_text.replace(
