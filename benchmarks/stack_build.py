@@ -74,7 +74,9 @@ def pin_changed_recipe(folder: Path) -> Path:
     text = text.replace('"h5py==3.16.0"', '"h5py==3.15.1"')
     # Its own image name, so the shipped tag keeps naming the shipped image.
     recipe.write_text(
-        text.replace("defaults:\n", "defaults:\n  image: {name: stackbuild-bench/{framework}}\n", 1)
+        text.replace(
+            "defaults:\n", 'defaults:\n  image: {name: "stackbuild-bench/{framework}"}\n', 1
+        )
     )
     return recipe
 

@@ -1,4 +1,4 @@
-"""`python -m validation`: run one workload on this rank, probe the stack, or run a suite."""
+"""`python -m validation`: run one workload on this rank, probe the stack, or evaluate runs."""
 
 from __future__ import annotations
 

@@ -6,9 +6,13 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from validation.config import FRAMEWORKS, SIZES, SUITES
+from validation.launch import LAUNCHERS, RUNTIMES
+from validation.report import failure_lines, summary_line, write_html, write_json
+from validation.runner import ValidationRequest, evaluate_recorded
 from validation.spec import FAULTS, RunSpec
 
 
@@ -86,6 +90,96 @@ def _probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _csv(choices: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
+    def parse(value: str) -> tuple[str, ...]:
+        items = tuple(v.strip() for v in value.split(",") if v.strip())
+        bad = [v for v in items if v not in choices]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(
+                f"{value!r}: expected a comma-separated list of {', '.join(choices)}"
+            )
+        return items
+
+    return parse
+
+
+def _ranks(value: str) -> tuple[int, ...]:
+    try:
+        ranks = tuple(sorted({int(v) for v in value.split(",") if v.strip()}))
+    except ValueError:
+        ranks = ()
+    if not ranks or ranks[0] < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected rank counts, e.g. 1,4")
+    return ranks
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="check the runs a job script made under --out; write report.json/.html there",
+        description="Evaluate the steps of the plan that the job script ran (the same checks as "
+        "`stackbuild validate`). Exit status 0: every check passed; 1: a check failed.",
+    )
+    p.add_argument("--out", type=Path, required=True, help="the directory the runs wrote")
+    p.add_argument("--suite", type=_csv(SUITES), required=True, help="comma-separated")
+    p.add_argument("--framework", type=_csv(FRAMEWORKS), required=True, help="comma-separated")
+    p.add_argument("--ranks", type=_ranks, required=True, help="rank counts run, e.g. 1,4")
+    p.add_argument("--launcher", choices=LAUNCHERS, default="srun")
+    p.add_argument("--runtime", choices=RUNTIMES, default="native")
+    p.add_argument("--image", help="the image validated (names the report)")
+    p.add_argument("--config", choices=SIZES, default="small")
+    p.add_argument("--expect-gpu", action="store_true", help="GPU target: require CUDA and NCCL")
+    p.add_argument("--min-scaling-efficiency", type=float, default=0.6)
+
+
+def evaluate_arguments(request: ValidationRequest) -> list[str]:
+    """The `evaluate` arguments that check what `plan_jobs(request)` planned (for job scripts)."""
+    args = [
+        "evaluate",
+        "--suite",
+        ",".join(request.suites),
+        "--framework",
+        ",".join(request.frameworks),
+        "--ranks",
+        ",".join(map(str, request.ranks)),
+        "--launcher",
+        request.launcher,
+        "--runtime",
+        request.runtime,
+        "--config",
+        request.size,
+        "--min-scaling-efficiency",
+        f"{request.min_scaling_efficiency:g}",
+    ]
+    if request.image:
+        args += ["--image", request.image]
+    return args + (["--expect-gpu"] if request.expect_gpu else [])
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    if not args.out.is_dir():
+        raise ValueError(f"{args.out} is not a directory: pass the --out the runs wrote to")
+    request = ValidationRequest(
+        out_dir=args.out,
+        image=args.image,
+        suites=args.suite,
+        frameworks=args.framework,
+        ranks=args.ranks,
+        runtime=args.runtime,
+        launcher=args.launcher,
+        size=args.config,
+        expect_gpu=args.expect_gpu,
+        min_scaling_efficiency=args.min_scaling_efficiency,
+    )
+    report = evaluate_recorded(request)
+    write_json(report, args.out / "report.json")
+    write_html(report, args.out / "report.html")
+    print(f"{summary_line(report)}; report {args.out / 'report.html'}")
+    for line in failure_lines(report):
+        print(line, file=sys.stderr)
+    return 0 if report["passed"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser for `python -m validation`."""
     parser = argparse.ArgumentParser(prog="python -m validation", description=__doc__)
@@ -94,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("probe", help="report the framework stack (oneDNN, CUDA, NCCL, Horovod)")
     p.add_argument("--framework", choices=FRAMEWORKS, required=True)
     p.add_argument("--out", type=Path)
+    _add_evaluate(sub)
     return parser
 
 
@@ -101,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m validation`."""
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    handlers = {"run": _run, "probe": _probe}
+    handlers = {"run": _run, "probe": _probe, "evaluate": _evaluate}
     try:
         return handlers[args.command](args)
     except ValueError as exc:

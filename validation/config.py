@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -27,6 +28,8 @@ class CosmoFlowConfig:
     lr: float = 1e-3
     momentum: float = 0.9
     optimizer: str = "sgd"  # the reference; small uses adam to learn within seconds
+    warmup_epochs: int = 0  # linear warm-up of the learning rate over these first epochs
+    lr_decay: str = "constant"  # or "cosine": to 0 over the epochs after the warm-up
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,11 @@ FULL: dict[str, WorkloadConfig] = {
 }
 
 # Small sizes are judgement: the smallest models that still learn the synthetic signal
-# clearly on 1-2 CPU cores in well under a minute.
+# clearly on 1-2 CPU cores in well under a minute. CosmoFlow small: 6 epochs at a constant
+# Adam rate ended at 0.61-0.85 x the no-skill MAE across seeds (threshold 0.8); 10 epochs
+# with a 1-epoch warm-up (the first full-rate Adam steps overshoot) and a cosine decay (the
+# last steps no longer jitter the weights) end at 0.54-0.65 in both frameworks
+# (benchmarks/results/validation_seeds.json).
 SMALL: dict[str, WorkloadConfig] = {
     "cosmoflow": CosmoFlowConfig(
         size=16,
@@ -90,9 +97,11 @@ SMALL: dict[str, WorkloadConfig] = {
         train_samples=256,
         val_samples=128,
         global_batch=16,
-        epochs=6,
+        epochs=10,
         lr=2e-3,
         optimizer="adam",
+        warmup_epochs=1,
+        lr_decay="cosine",
     ),
     "climate": ClimateConfig(
         height=64,
@@ -134,6 +143,19 @@ def workload_config(suite: str, size: str, /, **overrides: Any) -> WorkloadConfi
         raise ValueError(f"unknown config {size!r}; expected one of {', '.join(SIZES)}")
     base = (SMALL if size == "small" else FULL)[suite]
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def lr_factor(config: CosmoFlowConfig, step: int, steps_per_epoch: int) -> float:
+    """The multiple of `config.lr` for 0-based `step` of a run of `config.epochs` epochs."""
+    warmup = config.warmup_epochs * steps_per_epoch
+    if step < warmup:
+        return (step + 1) / warmup
+    if config.lr_decay == "constant":
+        return 1.0
+    if config.lr_decay == "cosine":
+        decay = max(1, config.epochs * steps_per_epoch - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(step - warmup, decay) / decay))
+    raise ValueError(f"unknown lr_decay {config.lr_decay!r}; expected constant or cosine")
 
 
 def config_dict(config: WorkloadConfig) -> dict[str, Any]:

@@ -8,9 +8,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from validation.launch_env import SLURM_TASK_VARIABLES
+
 RUNTIMES = ("native", "podman", "docker", "podman-hpc", "shifter", "apptainer")
 LAUNCHERS = ("none", "torchrun", "mpirun", "srun", "horovodrun")
 INSIDE_LAUNCHERS = ("torchrun", "horovodrun")
+#: srun's PMI plugin for each MPI flavour in images (MPICH's PMI-1/2 client, Open MPI's PMIx).
+SRUN_MPI_PLUGINS = {"mpich": "pmi2", "openmpi": "pmix"}
+#: Variables that mpirun/srun set outside a container and the harness reads inside it.
+OUTSIDE_RANK_VARIABLES = (
+    "PMI_RANK",
+    "PMI_SIZE",
+    "OMPI_COMM_WORLD_RANK",
+    "OMPI_COMM_WORLD_SIZE",
+    *SLURM_TASK_VARIABLES,
+)
 CONTAINER_OUT = "/validation/out"
 CONTAINER_DATA = "/validation/data"
 
@@ -54,7 +66,8 @@ def _launcher_prefix(plan: LaunchPlan, inside: bool) -> list[str]:
     if plan.launcher == "horovodrun":
         return ["horovodrun", "-np", n, "-H", f"localhost:{n}"]
     if plan.launcher == "srun":
-        return ["srun", f"--ntasks={n}", "--kill-on-bad-exit=1"]
+        mpi = f"--mpi={SRUN_MPI_PLUGINS[plan.mpi_flavor]}"  # PMI for MPI_Init (Horovod)
+        return ["srun", f"--ntasks={n}", mpi, "--kill-on-bad-exit=1"]
     if plan.launcher == "mpirun":
         argv = ["mpirun", "-np", n]
         for key, value in sorted(_rendezvous_env(plan).items()):
@@ -65,7 +78,9 @@ def _launcher_prefix(plan: LaunchPlan, inside: bool) -> list[str]:
 
 def _rendezvous_env(plan: LaunchPlan) -> dict[str, str]:
     env = dict(plan.env)
-    if plan.launcher in ("mpirun", "srun") and plan.ranks > 1:
+    # Under srun the harness takes MASTER_ADDR (first host of the step) and MASTER_PORT
+    # from Slurm's variables (launch_env.export_rendezvous); mpirun here runs on one host.
+    if plan.launcher == "mpirun" and plan.ranks > 1:
         env.setdefault("MASTER_ADDR", "127.0.0.1")
         env.setdefault("MASTER_PORT", str(plan.master_port))
     return env
@@ -88,15 +103,7 @@ def _container_prefix(plan: LaunchPlan, mpi_outside: bool) -> list[str]:
             argv += ["-e", f"{key}={value}"]
         # mpirun/srun set rank variables outside; pass them through to the container.
         if mpi_outside:
-            for var in (
-                "PMI_RANK",
-                "PMI_SIZE",
-                "OMPI_COMM_WORLD_RANK",
-                "OMPI_COMM_WORLD_SIZE",
-                "SLURM_PROCID",
-                "SLURM_NTASKS",
-                "SLURM_LOCALID",
-            ):
+            for var in OUTSIDE_RANK_VARIABLES:
                 argv += ["-e", var]
         return [*argv, image]
     if plan.runtime == "podman-hpc":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -15,9 +16,27 @@ _LAUNCHER_VARS = (
         "OMPI_COMM_WORLD_LOCAL_RANK",
         "OMPI_COMM_WORLD_LOCAL_SIZE",
     ),  # Open MPI mpirun / horovodrun
-    ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS"),  # MPICH hydra
-    ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE"),  # srun
+    # MPICH hydra; `srun --mpi=pmi2` sets PMI_RANK/PMI_SIZE too, but no local variables.
+    ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS"),
 )
+
+#: What srun sets in each task that the harness reads; a container must receive these.
+#: SLURM_STEP_ID tells an srun task from the batch shell, which has SLURM_PROCID=0 and the
+#: job's SLURM_NTASKS but is a single process.
+SLURM_TASK_VARIABLES = (
+    "SLURM_JOB_ID",
+    "SLURM_STEP_ID",
+    "SLURM_PROCID",
+    "SLURM_NTASKS",
+    "SLURM_STEP_NUM_TASKS",
+    "SLURM_LOCALID",
+    "SLURM_NODEID",
+    "SLURM_STEP_TASKS_PER_NODE",
+    "SLURM_STEP_NODELIST",
+    "SLURM_JOB_NODELIST",
+)
+
+DEFAULT_MASTER_PORT = 29511
 
 
 @dataclass(frozen=True)
@@ -31,20 +50,48 @@ class RankInfo:
     source: str
 
 
+def _slurm_task(env: Mapping[str, str]) -> tuple[int, int, int, int] | None:
+    """(rank, world, local rank, local world) of an srun task; None outside srun steps."""
+    if "SLURM_STEP_ID" not in env or "SLURM_PROCID" not in env:
+        return None
+    world = int(env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS") or 1)
+    rank = int(env["SLURM_PROCID"])
+    local_rank = int(env.get("SLURM_LOCALID", rank))
+    # Not SLURM_NTASKS_PER_NODE: that is the job's value, also inside an `srun -n1` step.
+    per_node = tasks_per_node(env.get("SLURM_STEP_TASKS_PER_NODE", ""))
+    node = int(env.get("SLURM_NODEID", 0))
+    local_world = per_node[node] if node < len(per_node) else world
+    return rank, world, local_rank, local_world
+
+
+def tasks_per_node(spec: str) -> list[int]:
+    """Expand Slurm's tasks-per-node list: "2(x3),1" -> [2, 2, 2, 1]."""
+    counts: list[int] = []
+    for part in filter(None, spec.split(",")):
+        match = re.fullmatch(r"(\d+)(?:\(x(\d+)\))?", part.strip())
+        if not match:
+            return []
+        counts += [int(match.group(1))] * int(match.group(2) or 1)
+    return counts
+
+
 def rank_info(env: Mapping[str, str] | None = None) -> RankInfo:
     """Read the launcher's variables; a plain process is rank 0 of 1."""
     env = os.environ if env is None else env
+    slurm = _slurm_task(env)
     for rank_var, size_var, local_var, local_size_var in _LAUNCHER_VARS:
         if rank_var in env and size_var in env:
-            world = int(env[size_var])
-            local_size = env.get(local_size_var, str(world)).split("(")[0].split(",")[0]
-            return RankInfo(
-                rank=int(env[rank_var]),
-                world_size=world,
-                local_rank=int(env.get(local_var, env[rank_var])),
-                local_world_size=int(local_size or world),
-                source=rank_var,
-            )
+            rank, world = int(env[rank_var]), int(env[size_var])
+            if local_var in env:
+                local_rank = int(env[local_var])
+                local_world = int(env.get(local_size_var, world))
+            elif slurm is not None and slurm[:2] == (rank, world):
+                local_rank, local_world = slurm[2], slurm[3]  # srun --mpi=pmi2
+            else:
+                local_rank, local_world = rank, world
+            return RankInfo(rank, world, local_rank, local_world, rank_var)
+    if slurm is not None:
+        return RankInfo(*slurm, source="SLURM_PROCID")
     return RankInfo(0, 1, 0, 1, "none")
 
 
@@ -54,11 +101,45 @@ def threads_per_rank(local_world_size: int, cores: int | None = None) -> int:
     return max(1, cores // max(1, local_world_size))
 
 
+def first_host(nodelist: str) -> str:
+    """The first host of a Slurm hostlist ("nid[0012-0015,0020],login1" -> "nid0012").
+
+    Rank 0 of a step runs there; this is what `scontrol show hostnames | head -n1` prints,
+    computed without scontrol, which images do not have.
+    """
+    depth, end = 0, len(nodelist)
+    for i, char in enumerate(nodelist):
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            end = i
+            break
+    return re.sub(
+        r"\[([^\]]*)\]", lambda m: re.split(r"[,-]", m.group(1))[0], nodelist[:end].strip()
+    )
+
+
+def slurm_master_port(env: Mapping[str, str]) -> int | None:
+    """A port in 15000-29999 derived from job and step ids (steps may share a node)."""
+    try:
+        job, step = int(env["SLURM_JOB_ID"]), int(env.get("SLURM_STEP_ID", 0))
+    except (KeyError, ValueError):
+        return None
+    return 15000 + (job * 16 + step) % 15000
+
+
 def export_rendezvous(info: RankInfo, env: dict[str, str] | None = None) -> None:
-    """Set RANK/WORLD_SIZE/MASTER_* so torch's env:// rendezvous works under any launcher."""
+    """Set RANK/WORLD_SIZE/MASTER_* so torch's env:// rendezvous works under any launcher.
+
+    Under srun, MASTER_ADDR is the first host of the step (where rank 0 runs) and
+    MASTER_PORT comes from the job and step ids; variables already set are kept.
+    """
     env = os.environ if env is None else env  # type: ignore[assignment]
     env.setdefault("RANK", str(info.rank))
     env.setdefault("WORLD_SIZE", str(info.world_size))
     env.setdefault("LOCAL_RANK", str(info.local_rank))
-    env.setdefault("MASTER_ADDR", env.get("SLURM_LAUNCH_NODE_IPADDR", "127.0.0.1"))
-    env.setdefault("MASTER_PORT", "29511")
+    nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST")
+    if "SLURM_STEP_ID" in env and nodelist:
+        env.setdefault("MASTER_ADDR", first_host(nodelist))
+        env.setdefault("MASTER_PORT", str(slurm_master_port(env) or DEFAULT_MASTER_PORT))
+    env.setdefault("MASTER_ADDR", "127.0.0.1")
+    env.setdefault("MASTER_PORT", str(DEFAULT_MASTER_PORT))

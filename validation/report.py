@@ -12,6 +12,31 @@ COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 VERDICT_COLOURS = {"pass": "#d4edda", "fail": "#f8d7da", "skip": "#eeeeee", "not-run": "#fff3cd"}
 
 
+def summary_line(report: dict[str, Any]) -> str:
+    """One line: the verdict and how many checks passed, failed, were skipped or not run."""
+    s = report["summary"]
+    return (
+        f"validation {'PASSED' if report['passed'] else 'FAILED'}: {s['pass']} passed, "
+        f"{s['fail']} failed, {s['skip']} skipped, {s['not-run']} not run"
+    )
+
+
+def failure_lines(report: dict[str, Any]) -> list[str]:
+    """One line per failed check: what it measured against which reference."""
+    lines = []
+    for c in report.get("checks", []):
+        if c["verdict"] != "fail":
+            continue
+        line = (
+            f"  FAIL {c['check']} [{c['subject']}]: measured {c['measured']} vs "
+            f"{c['threshold']} {c['reference']}"
+        )
+        if c["check"] == "job-completed" and c["detail"]:
+            line += f" ({c['detail'].splitlines()[-1]})"  # the crash's last words
+        lines.append(line)
+    return lines
+
+
 def write_json(report: dict[str, Any], path: Path) -> Path:
     """Write the report JSON."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,8 @@
-"""Per-rank result files: what each rank measured, written as JSON (and params as .npy)."""
+"""Per-rank result files: what each rank measured, written as JSON (and params as .npy).
+
+Job scripts also leave one step record per launched step, steps/TAG.json:
+{"tag": str, "returncode": int, "started": epoch seconds, "wall_s": seconds}.
+"""
 
 from __future__ import annotations
 
@@ -41,3 +45,26 @@ def load_run(out_dir: Path, tag: str) -> list[dict[str, Any]]:
     files = sorted(run_dir(out_dir, tag).glob("rank-*.json"))
     results = [json.loads(f.read_text()) for f in files]
     return sorted(results, key=lambda r: r["rank"])
+
+
+STEPS_DIR = "steps"
+
+
+def step_path(out_dir: Path, tag: str) -> Path:
+    """Where a job script records how the step `tag` ended."""
+    return Path(out_dir) / STEPS_DIR / f"{tag}.json"
+
+
+def write_step(out_dir: Path, tag: str, returncode: int, started: float, wall_s: float) -> Path:
+    """Record a finished step (job scripts write the same JSON with printf)."""
+    path = step_path(out_dir, tag)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"tag": tag, "returncode": returncode, "started": started, "wall_s": wall_s}
+    path.write_text(json.dumps(record))
+    return path
+
+
+def load_step(out_dir: Path, tag: str) -> dict[str, Any] | None:
+    """The record of step `tag`, or None if no step of that name ran."""
+    path = step_path(out_dir, tag)
+    return json.loads(path.read_text()) if path.exists() else None

@@ -1,4 +1,9 @@
-"""Host side: plan the jobs of a validation, launch them, evaluate the checks, build a report."""
+"""Plan the jobs of a validation, launch them, evaluate the checks, build a report.
+
+Two ways in, one evaluation: `run_validation` launches the jobs from this host (`stackbuild
+validate`); `evaluate_recorded` checks what a Slurm job script ran (`python -m validation
+evaluate`, the script's last step). Both plan with `plan_jobs` and report with `build_report`.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ from validation.checks import (
 )
 from validation.launch import CONTAINER_DATA, CONTAINER_OUT, LaunchPlan, build_command
 from validation.launch_env import threads_per_rank
-from validation.results import load_params, load_run
+from validation.results import load_params, load_run, load_step
 
 CONSISTENCY_STEPS = 6
 CONSISTENCY_BATCH = 8
@@ -85,29 +90,31 @@ def _paths(request: ValidationRequest) -> tuple[str, str | None, tuple[tuple[str
     return CONTAINER_OUT, CONTAINER_DATA if data else None, tuple(mounts)
 
 
+#: Launchers that start one process per rank from outside, where Horovod runs on its MPI
+#: controller (srun provides PMI); TensorFlow has no other multi-rank path in the harness.
+HOROVOD_MPI_LAUNCHERS = ("srun",)
+
+
+def multi_rank_sync(request: ValidationRequest, framework: str) -> str | None:
+    """How a multi-rank training job exchanges gradients; None: this launcher cannot run it."""
+    if request.launcher == "horovodrun":
+        return "horovod"
+    if framework == "pytorch":
+        return "ddp"
+    if request.launcher in HOROVOD_MPI_LAUNCHERS:
+        return "horovod"
+    return None
+
+
 def plan_jobs(request: ValidationRequest) -> list[Job]:
-    """The probe, training and consistency jobs for a request (nothing runs here)."""
-    out, data, _ = _paths(request)
-    threads = threads_per_rank(max(request.ranks))  # same per-rank threads for fair scaling
-    common = [
-        "--config",
-        request.size,
-        "--out",
-        out,
-        "--seed",
-        str(request.seed),
-        "--threads",
-        str(threads),
-    ] + (["--data", data] if data else [])
+    """The probe, training and consistency jobs for a request (nothing runs here).
+
+    A job's module_args say what it runs; `located_args` adds where it writes and how many
+    threads each rank uses, which differ between this host and a Slurm job.
+    """
+    common = ["--config", request.size, "--seed", str(request.seed)]
     jobs = [
-        Job(
-            f"probe-{fw}",
-            "probe",
-            fw,
-            None,
-            1,
-            ["probe", "--framework", fw, "--out", f"{out}/probe-{fw}.json"],
-        )
+        Job(f"probe-{fw}", "probe", fw, None, 1, ["probe", "--framework", fw])
         for fw in request.frameworks
     ]
     for fw in request.frameworks:
@@ -128,11 +135,15 @@ def plan_jobs(request: ValidationRequest) -> list[Job]:
                     *common,
                     *request.extra_args,
                 ]
-                if request.launcher == "horovodrun" and n > 1:
-                    args += ["--sync", "horovod"]
+                sync = multi_rank_sync(request, fw) if n > 1 else None
+                if sync:
+                    args += ["--sync", sync]
                 job = Job(tag, "train", fw, suite, n, args)
-                if fw == "tensorflow" and n > 1 and request.launcher != "horovodrun":
-                    job.skipped = "TensorFlow multi-rank runs need Horovod (--launcher horovodrun)"
+                if n > 1 and sync is None:
+                    job.skipped = (
+                        "TensorFlow multi-rank runs need Horovod "
+                        f"(--launcher horovodrun or {', '.join(HOROVOD_MPI_LAUNCHERS)})"
+                    )
                 jobs.append(job)
     many = max(request.ranks)
     if "pytorch" in request.frameworks and "cosmoflow" in request.suites and many > 1:
@@ -163,6 +174,20 @@ def plan_jobs(request: ValidationRequest) -> list[Job]:
             ]
             jobs.append(Job(f"consistency-r{n}", "consistency", "pytorch", "cosmoflow", n, args))
     return jobs
+
+
+def probe_file(out_dir: Path | str, framework: str) -> str:
+    """Where the probe of `framework` writes its JSON."""
+    return f"{out_dir}/probe-{framework}.json"
+
+
+def located_args(job: Job, out: str, threads: str, data: str | None = None) -> list[str]:
+    """A job's full `python -m validation` arguments: results under `out`, `threads` per rank."""
+    if job.kind == "probe":
+        return [*job.module_args, "--out", probe_file(out, job.framework)]
+    return [*job.module_args, "--out", out, "--threads", threads] + (
+        ["--data", data] if data else []
+    )
 
 
 def launch_plan(request: ValidationRequest, ranks: int) -> LaunchPlan:
@@ -214,7 +239,7 @@ def _job_env(request: ValidationRequest, plan: LaunchPlan) -> dict[str, str]:
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p
         )
-        if plan.launcher in ("mpirun", "srun"):
+        if plan.launcher == "mpirun":
             env.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(plan.master_port)})
     return env
 
@@ -224,9 +249,11 @@ def run_jobs(
 ) -> None:
     """Launch every job that is not skipped, in order, recording argv and exit codes."""
     request.out_dir.mkdir(parents=True, exist_ok=True)
+    out, data, _ = _paths(request)
+    threads = str(threads_per_rank(max(request.ranks)))  # same per rank, for fair scaling
     for job in jobs:
         plan = launch_plan(request, job.ranks)
-        job.argv = build_command(plan, job.module_args)
+        job.argv = build_command(plan, located_args(job, out, threads, data))
         if job.skipped:
             continue
         print(f"==> {job.tag}: {' '.join(job.argv)}", flush=True)
@@ -238,6 +265,9 @@ def run_jobs(
 
 
 def _job_failed(job: Job) -> CheckResult:
+    detail = "\n".join(job.log_tail[-8:])
+    if job.returncode is None and not detail:
+        detail = "the job did not run (no record of it)"
     return CheckResult(
         "job-completed",
         "correctness",
@@ -247,8 +277,20 @@ def _job_failed(job: Job) -> CheckResult:
         0,
         "exit code ==",
         "launch",
-        "\n".join(job.log_tail[-8:]),
+        detail,
     )
+
+
+def horovod_wanted(request: ValidationRequest, framework: str) -> dict[str, list[str]] | None:
+    """What Horovod must have been built with for this request's runs; None: not used."""
+    if request.horovod:
+        return request.horovod
+    name = "PyTorch" if framework == "pytorch" else "TensorFlow"
+    if request.launcher == "horovodrun":
+        return {"frameworks": [name]}
+    if max(request.ranks) > 1 and multi_rank_sync(request, framework) == "horovod":
+        return {"frameworks": [name], "controllers": ["MPI"]}
+    return None
 
 
 def evaluate(request: ValidationRequest, jobs: list[Job]) -> list[CheckResult]:
@@ -273,17 +315,17 @@ def evaluate(request: ValidationRequest, jobs: list[Job]) -> list[CheckResult]:
             )
             continue
         if job.kind == "probe":
-            probe_file = out / f"probe-{job.framework}.json"
-            if job.returncode != 0 or not probe_file.exists():
+            path = Path(probe_file(out, job.framework))
+            if job.returncode != 0 or not path.exists():
                 results.append(_job_failed(job))
                 continue
-            probe = json.loads(probe_file.read_text())
+            probe = json.loads(path.read_text())
             if job.framework == "tensorflow":
                 results.append(OneDNNCheck().evaluate(probe))
             results.append(CudaCheck().evaluate(probe, request.expect_gpu))
             results.append(NcclCheck().evaluate(probe, request.expect_gpu))
-            if request.horovod or request.launcher == "horovodrun":
-                wanted = request.horovod or {"frameworks": [_hvd_name(job.framework)]}
+            wanted = horovod_wanted(request, job.framework)
+            if wanted:
                 results.append(HorovodCheck().evaluate(probe, wanted))
             continue
         run = load_run(out, job.tag)
@@ -315,15 +357,36 @@ def evaluate(request: ValidationRequest, jobs: list[Job]) -> list[CheckResult]:
     return results
 
 
-def _hvd_name(framework: str) -> str:
-    return "PyTorch" if framework == "pytorch" else "TensorFlow"
-
-
 def run_validation(request: ValidationRequest, executor: Executor | None = None) -> dict[str, Any]:
     """Plan, launch, check; return the report dict (see validation.report)."""
     started = time.time()
     jobs = plan_jobs(request)
     run_jobs(request, jobs, executor or stream_subprocess)
+    return build_report(request, jobs, started)
+
+
+def evaluate_recorded(request: ValidationRequest) -> dict[str, Any]:
+    """Check the runs that a job script already made (Slurm): its step records and rank files.
+
+    The script ran the steps of `plan_jobs(request)` and recorded each one's exit status
+    (validation.results.write_step); a planned step without a record counts as failed.
+    """
+    jobs = plan_jobs(request)
+    starts = []
+    for job in jobs:
+        step = load_step(request.out_dir, job.tag)
+        if step is None or job.skipped:
+            continue
+        job.returncode = int(step["returncode"])
+        job.wall_s = float(step.get("wall_s", 0))
+        job.argv = ["python", "-m", "validation", *job.module_args]
+        if step.get("started"):
+            starts.append(float(step["started"]))
+    return build_report(request, jobs, min(starts, default=time.time()))
+
+
+def build_report(request: ValidationRequest, jobs: list[Job], started: float) -> dict[str, Any]:
+    """Evaluate the checks on finished jobs and assemble the report dict."""
     checks = evaluate(request, jobs)
     runs = {}
     for job in jobs:
@@ -333,7 +396,7 @@ def run_validation(request: ValidationRequest, executor: Executor | None = None)
                 runs[job.tag] = _run_summary(rank_results)
     probes = {}
     for fw in request.frameworks:
-        path = request.out_dir / f"probe-{fw}.json"
+        path = Path(probe_file(request.out_dir, fw))
         if path.exists():
             probes[fw] = json.loads(path.read_text())
     summary = summarise(checks)

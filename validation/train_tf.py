@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from validation.config import ClimateConfig, CosmoFlowConfig, GANConfig
+from validation.config import ClimateConfig, CosmoFlowConfig, GANConfig, lr_factor
 from validation.data.sources import load_arrays
 from validation.launch_env import rank_info, threads_per_rank
 from validation.metrics import (
@@ -27,6 +27,9 @@ from validation.progress import Progress
 from validation.results import save_params, write_rank_result
 from validation.spec import VAL_OFFSET, RunSpec, effective_config, epoch_order, indices_digest
 from validation.spec import shard_indices as shard_of
+
+# torch.optim.Adam's default (Keras' is 1e-7), so both frameworks run the same CosmoFlow recipe.
+TORCH_ADAM_EPSILON = 1e-8
 
 
 def _channels_last(x: np.ndarray) -> np.ndarray:
@@ -61,7 +64,7 @@ class KerasWorkload:
 
             self.model = build_cosmoflow(config)
             opt: Any = (
-                keras.optimizers.Adam(lr)
+                keras.optimizers.Adam(lr, epsilon=TORCH_ADAM_EPSILON)
                 if config.optimizer == "adam"
                 else keras.optimizers.SGD(lr, momentum=config.momentum)
             )
@@ -90,6 +93,10 @@ class KerasWorkload:
             return tf.reduce_sum(ce * pw) / tf.reduce_sum(pw)  # same as torch's weighted mean
 
         return loss
+
+    def set_lr(self, lr: float) -> None:
+        """Train the next steps at `lr` (the config's schedule)."""
+        self.model.optimizer.learning_rate = lr
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
         out = self.model.train_on_batch(x, y)
@@ -240,6 +247,8 @@ def train(spec: RunSpec) -> dict[str, Any]:
     epochs = config.epochs if spec.steps is None else -(-spec.steps // steps_per_epoch)
     total = steps_per_epoch * epochs if spec.steps is None else spec.steps
     warmup = steps_per_epoch if epochs > 1 else min(2, total - 1)
+    # The schedule spans the configured epochs; runs cut to --steps keep the base rate.
+    scheduled = isinstance(config, CosmoFlowConfig) and spec.steps is None
     history: dict[str, list[float]] = {}
     epoch_loss: list[float] = []
     positions = np.arange(len(shard))
@@ -251,6 +260,8 @@ def train(spec: RunSpec) -> dict[str, Any]:
             if step >= total:
                 break
             pick = order[s * local_batch : (s + 1) * local_batch]
+            if scheduled:
+                workload.set_lr(lr * lr_factor(config, step, steps_per_epoch))
             t0 = time.perf_counter()
             values = workload.train_step(x[pick], y[pick] if y is not None else None)
             if spec.fault == "straggler" and rank > 0:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from validation.config import ClimateConfig, CosmoFlowConfig, GANConfig, WorkloadConfig
+from validation.config import ClimateConfig, CosmoFlowConfig, GANConfig, WorkloadConfig, lr_factor
 from validation.data.sources import load_arrays
 from validation.launch_env import threads_per_rank
 from validation.metrics import (
@@ -67,6 +67,11 @@ class CosmoFlowWorkload:
 
     def modules(self) -> list[nn.Module]:
         return [unwrap(self.model)]
+
+    def set_lr(self, lr: float) -> None:
+        """Train the next steps at `lr` (the config's schedule)."""
+        for group in self.opt.param_groups:
+            group["lr"] = lr
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         self.opt.zero_grad()
@@ -243,7 +248,8 @@ def train(spec: RunSpec) -> dict[str, Any]:
     positions = np.arange(len(shard))
 
     torch.manual_seed(spec.seed + rank)  # ranks differ until the initial broadcast
-    workload = WORKLOADS[spec.suite](config, sync, _learning_rate(spec, config, world))
+    lr = _learning_rate(spec, config, world)
+    workload = WORKLOADS[spec.suite](config, sync, lr)
     val_x = val_y = ref_x = None
     if rank == 0:
         n_val = config.val_samples
@@ -264,6 +270,9 @@ def train(spec: RunSpec) -> dict[str, Any]:
     epoch_loss: list[float] = []
     timed_steps, timed_s, step = 0, 0.0, 0
     warmup = steps_per_epoch if epochs > 1 else min(2, total - 1)
+    # The schedule spans the configured epochs; runs cut to --steps (throughput, 1-vs-N
+    # consistency, smoke runs) keep the base rate, so they compare like with like.
+    scheduled = isinstance(workload, CosmoFlowWorkload) and spec.steps is None
     for epoch in range(epochs):
         order = positions[epoch_order(positions, spec.seed, epoch, rank, spec.shuffle)]
         losses = []
@@ -273,6 +282,8 @@ def train(spec: RunSpec) -> dict[str, Any]:
             pick = order[s * local_batch : (s + 1) * local_batch]
             xb = torch.from_numpy(x_np[pick])
             yb = torch.from_numpy(y_np[pick]) if y_np is not None else None
+            if scheduled:
+                workload.set_lr(lr * lr_factor(config, step, steps_per_epoch))
             t0 = time.perf_counter()
             values = workload.train_step(xb, yb)
             if spec.fault == "straggler" and rank > 0:

@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -21,10 +22,14 @@ from stackbuild.recipe.matrix import Variant
 from stackbuild.render.context import STACKBUILD_DIR, SYSTEM_PATH, VENV, BuildContext
 from stackbuild.render.environment import render_template
 from stackbuild.render.spython_adapter import parse_containerfile_text, write_definition
+from validation.cli import evaluate_arguments
+from validation.launch import SRUN_MPI_PLUGINS
+from validation.runner import ValidationRequest, plan_jobs, probe_file
 
 VALIDATION_PACKAGE = PROJECT_ROOT / "validation"
 GENERATOR = f"stackbuild {__version__}"
-MPI_PLUGINS = {"mpich": "pmi2", "openmpi": "pmix"}
+#: podman-hpc's module flag that brings the MPI flavour's PMI (and SLURM_*/PMI_* variables) in.
+PODMAN_HPC_MPI_FLAGS = {"mpich": "--mpi", "openmpi": "--openmpi-pmix"}
 
 
 @dataclass(frozen=True)
@@ -93,16 +98,9 @@ def template_context(variant: Variant) -> dict[str, Any]:
         "shifter_modules": s.jobs.shifter_modules,
         "jobs": s.jobs,
         "threads": ctx.threads,
-        "mpi_plugin": MPI_PLUGINS[s.mpi.flavor],
+        "mpi_plugin": SRUN_MPI_PLUGINS[s.mpi.flavor],
+        "podman_hpc_mpi_flag": PODMAN_HPC_MPI_FLAGS[s.mpi.flavor],
         "sif_path": sif_path(variant),
-        "validation_args": [
-            "--framework",
-            ",".join(variant.frameworks),
-            "--suite",
-            ",".join(s.jobs.suite),
-            "--config",
-            s.jobs.config,
-        ],
     }
 
 
@@ -297,13 +295,68 @@ def write_modules(variant: Variant, env: jinja2.Environment) -> list[RenderedFil
 JOB_RUNTIMES = {"shifter": "Shifter", "podman-hpc": "podman-hpc", "apptainer": "Apptainer"}
 
 
+def job_request(variant: Variant, runtime: str) -> ValidationRequest:
+    """The validation a job script runs: the recipe's suites on 1 rank and on all ranks.
+
+    The same request that `stackbuild validate --launcher srun` would plan, so the script's
+    steps and its closing `python -m validation evaluate` agree on every run and check.
+    """
+    jobs = variant.settings.jobs
+    return ValidationRequest(
+        out_dir=Path("."),  # the script passes its own --out
+        image=variant.image_reference,
+        suites=tuple(jobs.suite),
+        frameworks=tuple(variant.frameworks),
+        ranks=tuple(sorted({1, jobs.nodes * jobs.ranks_per_node})),
+        runtime=runtime,
+        launcher="srun",
+        size=jobs.config,
+        expect_gpu=variant.settings.cuda is not None,
+        mpi_flavor=variant.settings.mpi.flavor,
+        min_scaling_efficiency=jobs.min_scaling_efficiency,
+    )
+
+
+def job_steps(variant: Variant, request: ValidationRequest) -> list[dict[str, Any]]:
+    """One srun step per planned job: its tag, nodes, ranks per node and harness arguments.
+
+    out_file: the file name a step writes under the report directory (probes), else None
+    (training steps write TAG/rank-R.json there and take the script's threads per rank).
+    """
+    jobs = variant.settings.jobs
+    steps = []
+    for job in plan_jobs(request):
+        if job.skipped:
+            continue  # the evaluation reports it as skipped, with the reason
+        many = job.ranks > 1
+        steps.append(
+            {
+                "tag": job.tag,
+                "nodes": jobs.nodes if many else 1,
+                "ranks_per_node": jobs.ranks_per_node if many else 1,
+                "args": job.module_args,
+                "out_file": Path(probe_file(".", job.framework)).name
+                if job.kind == "probe"
+                else None,
+            }
+        )
+    return steps
+
+
 @writer("jobs")
 def write_jobs(variant: Variant, env: jinja2.Environment) -> list[RenderedFile]:
     """Slurm scripts that run the validation suite at scale, one per runtime."""
     files = []
     for runtime, label in JOB_RUNTIMES.items():
         script = f"validate-{runtime}.sbatch"
-        context = template_context(variant) | {"runtime_label": label, "script_name": script}
+        request = job_request(variant, runtime)
+        context = template_context(variant) | {
+            "runtime_label": label,
+            "script_name": script,
+            "total_ranks": max(request.ranks),
+            "validation_steps": job_steps(variant, request),
+            "evaluate_args": evaluate_arguments(request),
+        }
         files.append(
             _text(
                 f"jobs/{script}",

@@ -48,15 +48,28 @@ def test_docker_gpu_flag_differs_from_podman() -> None:
 
 def test_srun_shifter_starts_one_container_per_rank() -> None:
     plan = LaunchPlan(
-        runtime="shifter", launcher="srun", ranks=4, image="docker:repo:tag", mounts=MOUNTS
+        runtime="shifter",
+        launcher="srun",
+        ranks=4,
+        image="docker:repo:tag",
+        mounts=MOUNTS,
+        env={"OMP_NUM_THREADS": "2"},
     )
     argv = build_command(plan, ARGS)
-    assert argv[:3] == ["srun", "--ntasks=4", "--kill-on-bad-exit=1"]
+    assert argv[:4] == ["srun", "--ntasks=4", "--mpi=pmi2", "--kill-on-bad-exit=1"]
     s = argv.index("shifter")
     assert argv[s + 1] == "--image=docker:repo:tag"
     assert "--volume=/host/out:/validation/out" in argv
     assert argv[-6:] == ["python", "-m", "validation", *ARGS]
-    assert any(a.startswith("MASTER_ADDR=") for a in argv[3:s])  # env set on the host side
+    assert "OMP_NUM_THREADS=2" in argv[3:s]  # env set on the host side
+    # Rank 0's host is known only inside the step: the harness reads it from Slurm.
+    assert not any(a.startswith("MASTER_ADDR=") for a in argv)
+
+
+def test_srun_podman_passes_the_slurm_task_variables_in() -> None:
+    argv = build_command(LaunchPlan(runtime="podman", launcher="srun", ranks=2, image="i"), ARGS)
+    passed = {argv[i + 1] for i, a in enumerate(argv[: argv.index("i")]) if a == "-e"}
+    assert {"SLURM_PROCID", "SLURM_STEP_ID", "SLURM_STEP_NODELIST", "PMI_RANK"} <= passed
 
 
 def test_srun_podman_hpc_passes_mpi_flag() -> None:

@@ -1,4 +1,5 @@
-"""The runner and `stackbuild validate` end to end, with a fake launcher that writes results."""
+"""The runner, `stackbuild validate` and `python -m validation evaluate` end to end, with a
+fake launcher that writes results."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ from click.testing import CliRunner
 
 from stackbuild.commands.validate import validate_command
 from validation import runner
-from validation.runner import ValidationRequest, plan_jobs, run_validation
+from validation.cli import build_parser, evaluate_arguments
+from validation.cli import main as validation_main
+from validation.results import step_path, write_step
+from validation.runner import ValidationRequest, evaluate_recorded, plan_jobs, run_validation
 
 
 def fake_results(quality_ok: bool) -> Any:
@@ -155,3 +159,86 @@ def test_cli_user_errors_are_messages(args: list[str], message: str) -> None:
 
     result = CliRunner().invoke(validate_command, args)
     assert isinstance(result.exception, StackbuildError) and message in str(result.exception)
+
+
+def test_srun_runs_tensorflow_multi_rank_with_horovod_and_pytorch_with_ddp(tmp_path: Path) -> None:
+    req = ValidationRequest(out_dir=tmp_path, suites=("gan",), launcher="srun", ranks=(1, 4))
+    jobs = {j.tag: j for j in plan_jobs(req)}
+    assert not any(j.skipped for j in jobs.values())
+    assert jobs["gan-tensorflow-r4"].module_args[-2:] == ["--sync", "horovod"]
+    assert jobs["gan-pytorch-r4"].module_args[-2:] == ["--sync", "ddp"]
+    assert "--sync" not in jobs["gan-pytorch-r1"].module_args
+    assert runner.horovod_wanted(req, "tensorflow") == {
+        "frameworks": ["TensorFlow"],
+        "controllers": ["MPI"],
+    }
+    assert runner.horovod_wanted(req, "pytorch") is None
+
+
+def record_steps(report: dict[str, Any], out: Path) -> None:
+    """Write the step records a job script would have written for the jobs in report."""
+    for job in report["jobs"]:
+        if not job["skipped"]:
+            write_step(out, job["tag"], job["returncode"], 1.7e9, job["wall_s"])
+
+
+def test_recorded_steps_are_evaluated_like_launched_ones(tmp_path: Path) -> None:
+    req = request(tmp_path)
+    launched = run_validation(req, executor=fake_results(True))
+    record_steps(launched, req.out_dir)
+    recorded = evaluate_recorded(req)
+    verdicts = [(c["check"], c["subject"], c["verdict"]) for c in recorded["checks"]]
+    assert verdicts == [(c["check"], c["subject"], c["verdict"]) for c in launched["checks"]]
+    assert recorded["passed"] and recorded["created"] == "2023-11-14T22:13:20Z"
+
+
+def test_a_planned_step_without_a_record_or_with_a_bad_exit_fails(tmp_path: Path) -> None:
+    req = request(tmp_path)
+    record_steps(run_validation(req, executor=fake_results(True)), req.out_dir)
+    step_path(req.out_dir, "consistency-r2").unlink()
+    write_step(req.out_dir, "cosmoflow-pytorch-r2", 137, 1.7e9, 3.0)
+    report = evaluate_recorded(req)
+    failed = {c["subject"]: c for c in report["checks"] if c["verdict"] == "fail"}
+    assert set(failed) == {"consistency-r2", "cosmoflow-pytorch-r2"}
+    assert "did not run" in failed["consistency-r2"]["detail"]
+    assert failed["cosmoflow-pytorch-r2"]["measured"] == 137 and not report["passed"]
+
+
+def test_evaluate_arguments_parse_back_into_the_same_plan(tmp_path: Path) -> None:
+    req = ValidationRequest(
+        out_dir=tmp_path,
+        image="reg/img:1",
+        suites=("cosmoflow", "gan"),
+        frameworks=("tensorflow",),
+        ranks=(1, 8),
+        runtime="shifter",
+        launcher="srun",
+        expect_gpu=True,
+        min_scaling_efficiency=0.75,
+    )
+    args = build_parser().parse_args([*evaluate_arguments(req), "--out", str(tmp_path)])
+    assert (args.suite, args.framework, args.ranks) == (req.suites, req.frameworks, req.ranks)
+    assert (args.image, args.runtime, args.launcher) == ("reg/img:1", "shifter", "srun")
+    assert args.expect_gpu and args.min_scaling_efficiency == 0.75
+
+
+@pytest.mark.parametrize("healthy", [True, False])
+def test_python_m_validation_evaluate_writes_the_report_and_exits_with_the_verdict(
+    tmp_path: Path, healthy: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    req = request(tmp_path)
+    record_steps(run_validation(req, executor=fake_results(healthy)), req.out_dir)
+    for name in ("report.json", "report.html"):
+        (req.out_dir / name).unlink(missing_ok=True)
+    code = validation_main([*evaluate_arguments(req), "--out", str(req.out_dir)])
+    out, err = capsys.readouterr()
+    report = json.loads((req.out_dir / "report.json").read_text())
+    assert (req.out_dir / "report.html").is_file()
+    assert code == (0 if healthy else 1) and report["passed"] is healthy
+    assert ("validation PASSED" if healthy else "validation FAILED") in out
+    assert healthy or "FAIL cosmoflow-mae" in err
+
+
+def test_python_m_validation_evaluate_refuses_a_missing_directory(tmp_path: Path) -> None:
+    args = ["evaluate", "--suite", "gan", "--framework", "pytorch", "--ranks", "1,2"]
+    assert validation_main([*args, "--out", str(tmp_path / "nowhere")]) == 2

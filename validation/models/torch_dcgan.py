@@ -15,19 +15,29 @@ def base_size(config: GANConfig) -> int:
     return config.image_size // 2 ** len(config.gen_filters)
 
 
+def same_padding(kernel: int) -> int:
+    """Padding that makes a stride-2 (transposed) convolution halve (double) the size, as
+    Keras' padding="same" does, for odd and even kernels."""
+    return (kernel - 1) // 2
+
+
 class Generator(nn.Module):
     """z -> dense -> 4 x [ConvTranspose 5x5 stride 2, BN, ReLU] (last: tanh)."""
 
     def __init__(self, config: GANConfig) -> None:
         super().__init__()
         self.base, self.c0 = base_size(config), config.gen_filters[0]
-        k, pad = config.kernel, config.kernel // 2
+        k, pad = config.kernel, same_padding(config.kernel)
         self.dense = nn.Linear(config.latent_dim, self.c0 * self.base**2)
         self.bn0 = nn.BatchNorm2d(self.c0)
         layers: list[nn.Module] = []
         channels = [*config.gen_filters, 1]
         for i, (cin, cout) in enumerate(itertools.pairwise(channels)):
-            layers.append(nn.ConvTranspose2d(cin, cout, k, stride=2, padding=pad, output_padding=1))
+            layers.append(
+                nn.ConvTranspose2d(
+                    cin, cout, k, stride=2, padding=pad, output_padding=2 + 2 * pad - k
+                )
+            )
             last = i == len(channels) - 2
             layers += [nn.Tanh()] if last else [nn.BatchNorm2d(cout), nn.ReLU()]
         self.net = nn.Sequential(*layers)
@@ -43,7 +53,7 @@ class Discriminator(nn.Module):
 
     def __init__(self, config: GANConfig) -> None:
         super().__init__()
-        k, pad = config.kernel, config.kernel // 2
+        k, pad = config.kernel, same_padding(config.kernel)
         layers: list[nn.Module] = []
         cin = 1
         for i, cout in enumerate(config.disc_filters):
