@@ -1,7 +1,8 @@
 """Benchmark a real stack image: cold build, rebuilds, Horovod wheel cache, size, export.
 
-Run as root after a first `stackbuild build cpu -V VARIANT -o out/cpu` (the cold build,
-whose duration its manifest records):
+Run as root right after a cold `stackbuild build cpu -V VARIANT -o out/cpu` (empty layer
+and wheel caches): cold_build_s is read from that build's manifest, so any later build into
+out/cpu (even a cached one) replaces it.
     .venv/bin/python benchmarks/stack_build.py [--horovod] [VARIANT ...]
 Writes benchmarks/results/stack_build.json:
 - cached rebuild: the same recipe rendered elsewhere and built again (all layers cached);

@@ -280,7 +280,7 @@ def test_buildah_builds_and_tags_like_podman(
     spec = context_factory("RUN echo from-buildah > /who\n", tags=["buildah-a", "buildah-b"])
     result = build(spec, BuildahBuilder())
     assert result.engine == "buildah"
-    assert sorted(image_names(test_repository)) >= sorted(spec.image_refs)
+    assert set(image_names(test_repository)) >= set(spec.image_refs)
     assert inspect_image(f"{test_repository}:buildah-b").id == result.image_id
 
 
