@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Prepare a fresh Debian/Ubuntu machine (as root) for stackbuild: Debian packages,
 # the project venv (.venv), then every scripts/setup.d/*.sh step in order.
-# Idempotent: a second run only checks. Cache: $STACKBUILD_CACHE (default .cache/).
+# Idempotent: a second run only checks. Cache: $STACKBUILD_CACHE (default ~/.cache/stackbuild,
+# which outlives the checkout, so a fresh clone on the same machine reuses it).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here"
-export STACKBUILD_CACHE=${STACKBUILD_CACHE:-$here/.cache}
+export STACKBUILD_CACHE=${STACKBUILD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/stackbuild}
 mkdir -p "$STACKBUILD_CACHE"
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -27,7 +27,9 @@ for _command in ALL_COMMANDS:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI; user errors print a message and exit 2, never a traceback."""
     try:
-        cli.main(args=argv, prog_name="stackbuild", standalone_mode=False)
+        # Outside standalone mode click returns (not raises) the code of an explicit Exit,
+        # e.g. `validate`'s 1 when a check fails: it must become the process's status.
+        code = cli.main(args=argv, prog_name="stackbuild", standalone_mode=False)
     except StackbuildError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
         return exc.exit_code
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

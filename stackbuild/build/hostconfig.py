@@ -14,11 +14,14 @@ SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
 def cache_dir() -> Path:
-    """The stackbuild cache: $STACKBUILD_CACHE, else <repo>/.cache."""
+    """The stackbuild cache: $STACKBUILD_CACHE, else $XDG_CACHE_HOME/stackbuild (by default
+    ~/.cache/stackbuild), which outlives a checkout: a fresh clone reuses the base image
+    and the compiled wheels of an earlier one on the same machine."""
     env = os.environ.get("STACKBUILD_CACHE")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / ".cache"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "stackbuild"
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 The sdist is taken from (first hit wins):
   1. the file named by $STACKBUILD_HOROVOD_SDIST,
-  2. the stackbuild cache ($STACKBUILD_CACHE or .cache, in horovod-sdist/),
+  2. the stackbuild cache ($STACKBUILD_CACHE or ~/.cache/stackbuild, in horovod-sdist/),
   3. `pip download --no-deps --no-binary :all: horovod==0.28.1` into that cache.
 The tests skip, with the reason, when none of these gives an sdist or `patch` is missing.
 """

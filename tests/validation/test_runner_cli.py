@@ -146,6 +146,19 @@ def test_cli_exits_nonzero_when_a_check_fails(
     assert "FAIL cosmoflow-mae" in result.output
 
 
+def test_the_stackbuild_command_exits_nonzero_when_a_check_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the real entry point (not click's test runner): the process status is 1."""
+    from stackbuild.cli import main
+
+    args = ["validate", "--native", "--suite", "cosmoflow", "--framework", "pytorch"]
+    monkeypatch.setattr(runner, "stream_subprocess", fake_results(False))
+    assert main([*args, "-o", str(tmp_path / "bad")]) == 1
+    monkeypatch.setattr(runner, "stream_subprocess", fake_results(True))
+    assert main([*args, "-o", str(tmp_path / "good")]) == 0
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
