@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 import numpy as np
 
 
@@ -77,3 +79,18 @@ def spectrum_chi2(maps_a: np.ndarray, maps_b: np.ndarray) -> float:
     pa, pb = power_spectra(maps_a), power_spectra(maps_b)
     sigma = np.maximum(pb.std(axis=0), 1e-12)
     return float(np.mean(((pa.mean(axis=0) - pb.mean(axis=0)) / sigma) ** 2))
+
+
+def throughput(local_batch: int, step_seconds: list[float]) -> dict[str, float | None]:
+    """Samples/s of one rank over its timed steps: the mean rate (total samples / total
+    time) and the rate of the median step. The median step is what the scaling check uses:
+    on a shared machine, bursts of other tenants' work lengthen a few steps and move the
+    mean, while a slowdown of the stack itself (communication, sync waits) lengthens every
+    step and moves the median just as much."""
+    if not step_seconds or sum(step_seconds) <= 0:
+        return {"samples_per_s": None, "samples_per_s_median_step": None}
+    median = statistics.median(step_seconds)
+    return {
+        "samples_per_s": local_batch * len(step_seconds) / sum(step_seconds),
+        "samples_per_s_median_step": local_batch / median if median > 0 else None,
+    }

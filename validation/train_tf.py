@@ -22,6 +22,7 @@ from validation.metrics import (
     mean_absolute_error,
     mean_iou,
     spectrum_chi2,
+    throughput,
 )
 from validation.progress import Progress
 from validation.results import save_params, write_rank_result
@@ -252,7 +253,8 @@ def train(spec: RunSpec) -> dict[str, Any]:
     history: dict[str, list[float]] = {}
     epoch_loss: list[float] = []
     positions = np.arange(len(shard))
-    timed_steps, timed_s, step = 0, 0.0, 0
+    step_seconds: list[float] = []
+    step = 0
     for epoch in range(epochs):
         order = epoch_order(positions, spec.seed, epoch, rank, spec.shuffle)
         losses = []
@@ -269,7 +271,7 @@ def train(spec: RunSpec) -> dict[str, Any]:
             dt = time.perf_counter() - t0
             step += 1
             if step > warmup:
-                timed_steps, timed_s = timed_steps + 1, timed_s + dt
+                step_seconds.append(dt)
             for k, v in values.items():
                 history.setdefault(k, []).append(v)
             losses.append(values["loss"])
@@ -304,8 +306,8 @@ def train(spec: RunSpec) -> dict[str, Any]:
         "epochs": epochs,
         "step_loss": history,
         "epoch_loss": epoch_loss,
-        "samples_per_s": local_batch * timed_steps / timed_s if timed_s > 0 else None,
-        "timed_steps": timed_steps,
+        **throughput(local_batch, step_seconds),
+        "timed_steps": len(step_seconds),
         "metrics": metrics,
         "param_digest": hashlib.sha256(params.tobytes()).hexdigest(),
         "param_count": int(params.size),

@@ -24,6 +24,7 @@ from validation.metrics import (
     mean_absolute_error,
     mean_iou,
     spectrum_chi2,
+    throughput,
 )
 from validation.progress import Progress
 from validation.results import save_params, write_rank_result
@@ -268,7 +269,8 @@ def train(spec: RunSpec) -> dict[str, Any]:
     total = steps_per_epoch * epochs if spec.steps is None else spec.steps
     history: dict[str, list[float]] = {}
     epoch_loss: list[float] = []
-    timed_steps, timed_s, step = 0, 0.0, 0
+    step_seconds: list[float] = []
+    step = 0
     warmup = steps_per_epoch if epochs > 1 else min(2, total - 1)
     # The schedule spans the configured epochs; runs cut to --steps (throughput, 1-vs-N
     # consistency, smoke runs) keep the base rate, so they compare like with like.
@@ -291,7 +293,7 @@ def train(spec: RunSpec) -> dict[str, Any]:
             dt = time.perf_counter() - t0
             step += 1
             if step > warmup:
-                timed_steps, timed_s = timed_steps + 1, timed_s + dt
+                step_seconds.append(dt)
             for k, v in values.items():
                 history.setdefault(k, []).append(v)
             losses.append(values["loss"])
@@ -326,8 +328,8 @@ def train(spec: RunSpec) -> dict[str, Any]:
         "epochs": epochs,
         "step_loss": history,
         "epoch_loss": epoch_loss,
-        "samples_per_s": local_batch * timed_steps / timed_s if timed_s > 0 else None,
-        "timed_steps": timed_steps,
+        **throughput(local_batch, step_seconds),
+        "timed_steps": len(step_seconds),
         "metrics": metrics,
         "param_digest": hashlib.sha256(params.tobytes()).hexdigest(),
         "param_count": int(params.size),

@@ -119,6 +119,14 @@ def test_weak_scaling_fails_with_a_straggler() -> None:
     assert WeakScalingCheck().evaluate(single, slow).verdict == "fail"
 
 
+def test_weak_scaling_judges_the_median_step_rate_where_recorded() -> None:
+    single = [rank(samples_per_s_median_step=10.0)]
+    # mean rates look fine, but the typical (median) step at 2 ranks is three times slower
+    slow = [rank(r, 2, samples_per_s=9.0, samples_per_s_median_step=3.0) for r in (0, 1)]
+    result = WeakScalingCheck().evaluate(single, slow)
+    assert result.verdict == "fail" and result.measured == 0.3
+
+
 def tf_probe(conv: int) -> dict[str, Any]:
     return {
         "framework": "tensorflow",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from validation.metrics import (
     background_baseline_iou,
@@ -11,6 +12,7 @@ from validation.metrics import (
     histogram_chi2,
     mean_iou,
     spectrum_chi2,
+    throughput,
 )
 
 
@@ -39,3 +41,16 @@ def test_chi2_is_zero_for_identical_sets_and_large_for_different_ones() -> None:
     assert spectrum_chi2(a, a) == 0.0
     assert histogram_chi2(a, b) > 0.05
     assert spectrum_chi2(a, b) > 1
+
+
+def test_throughput_median_step_ignores_bursts_but_not_a_slower_stack() -> None:
+    steady = [0.1] * 20
+    burst = [0.1] * 18 + [1.0, 1.0]  # another tenant took the cores for two steps
+    slower = [0.2] * 20  # every step waits (communication, a straggler)
+    assert throughput(8, steady) == pytest.approx(
+        {"samples_per_s": 80.0, "samples_per_s_median_step": 80.0}
+    )
+    assert throughput(8, burst)["samples_per_s_median_step"] == pytest.approx(80.0)
+    assert throughput(8, burst)["samples_per_s"] < 0.6 * 80.0
+    assert throughput(8, slower)["samples_per_s_median_step"] == pytest.approx(40.0)
+    assert throughput(8, [])["samples_per_s"] is None
