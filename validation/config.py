@@ -129,7 +129,10 @@ SMALL: dict[str, WorkloadConfig] = {
         train_samples=1024,
         val_samples=256,
         global_batch=32,
-        epochs=5,
+        # 5 epochs (160 steps) left the pixel histogram barely trained: gan-chi2-drop passed
+        # for 3 of 15 (framework, ranks, seed) runs; 20 epochs pass in every run we measured
+        # (benchmarks/results/validation_seeds_gan_climate_{after,epochs20}.json).
+        epochs=20,
         lr=5e-4,
     ),
 }
