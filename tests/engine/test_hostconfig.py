@@ -1,10 +1,17 @@
-"""Host defaults: pip's settings and apt's Debian mirror."""
+"""Host defaults: pip's settings, apt's Debian mirror, the cache."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from stackbuild.build.hostconfig import DEFAULT_MIRROR, apt_mirror, parse_pip_config_list
+import pytest
+
+from stackbuild.build.hostconfig import (
+    DEFAULT_MIRROR,
+    apt_mirror,
+    cache_dir,
+    parse_pip_config_list,
+)
 
 PIP_LIST = """\
 :env:.cert='/etc/ssl/env.crt'
@@ -44,3 +51,14 @@ def test_mirror_comes_from_a_one_line_sources_list(tmp_path: Path) -> None:
 def test_mirror_falls_back_to_deb_debian_org(tmp_path: Path) -> None:
     (tmp_path / "sources.list").write_text("deb http://mirror.example/debian trixie main\n")
     assert apt_mirror("bookworm", tmp_path) == DEFAULT_MIRROR
+
+
+def test_cache_outlives_the_checkout(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("STACKBUILD_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_dir() == tmp_path / "home" / ".cache" / "stackbuild"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "stackbuild"
+    monkeypatch.setenv("STACKBUILD_CACHE", str(tmp_path / "mine"))
+    assert cache_dir() == tmp_path / "mine"
