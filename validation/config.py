@@ -130,8 +130,9 @@ SMALL: dict[str, WorkloadConfig] = {
         val_samples=256,
         global_batch=32,
         # 5 epochs (160 steps) left the pixel histogram barely trained: gan-chi2-drop passed
-        # for 3 of 15 (framework, ranks, seed) runs; 20 epochs pass in every run we measured
-        # (benchmarks/results/validation_seeds_gan_climate_{after,epochs20}.json).
+        # in 3 of 15 (framework, ranks, seed) runs. 20 epochs: see
+        # benchmarks/results/validation_seeds_gan_climate_{epochs5,epochs20}.json; the
+        # Keras GAN remains the least reliable (it can miss on some seeds).
         epochs=20,
         lr=5e-4,
     ),
