@@ -129,13 +129,22 @@ def measure(variant: str, horovod: bool) -> dict[str, Any]:
     return numbers
 
 
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
 def main(args: list[str]) -> None:
     horovod = "--horovod" in args
     variants = [a for a in args if not a.startswith("--")] or ["pytorch-cpu"]
+    # Variants measured earlier keep their numbers (each carries its own times and load).
+    earlier = json.loads(RESULTS.read_text())["variants"] if RESULTS.exists() else {}
     results = {
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "when": now(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
-        "variants": {v: measure(v, horovod) for v in variants},
+        "variants": {
+            **earlier,
+            **{v: {**measure(v, horovod), "measured_at": now()} for v in variants},
+        },
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")

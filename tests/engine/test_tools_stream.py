@@ -28,10 +28,17 @@ def test_interrupt_stops_the_command_and_its_detached_children(tmp_path: Path) -
     marker = tmp_path / "child.pid"
     # The grandchild leaves the process group (setsid), as container runtimes do.
     script = f"setsid sh -c 'echo $$ > {marker}; exec sleep 300' & wait"
+    # Python keeps SIGINT ignored when it starts with it ignored (a background job of a
+    # non-interactive shell, nohup): Ctrl-C's handler is installed here explicitly.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGINT))
     timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        stream_tool(["sh", "-c", script], log_path=tmp_path / "run.log", grace_s=2)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            stream_tool(["sh", "-c", script], log_path=tmp_path / "run.log", grace_s=2)
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     child = int(marker.read_text())
     deadline = time.monotonic() + 5
     while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
