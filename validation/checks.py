@@ -333,7 +333,8 @@ class WeakScalingCheck(Check):
     source = (
         "cosmoflow-benchmark: 93.5% at 2 KNL nodes (REFERENCE.md); default threshold 0.6 is "
         "judgement for ranks on one node (--min-scaling-efficiency); rates at the median step "
-        "(robust to other tenants' bursts on shared machines)"
+        "(robust to other tenants' bursts on shared machines); each rank, the 1-rank "
+        "baseline included, pinned to its own share of the cores (launch_env.rank_cores)"
     )
 
     def __init__(self, min_efficiency: float = 0.6) -> None:

@@ -36,7 +36,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weak-scaling", action="store_true")
     p.add_argument("--save-params", action="store_true")
     p.add_argument("--data", type=Path)
-    p.add_argument("--threads", type=int)
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="threads per rank; also pins the rank to its own THREADS cores where it could "
+        "use more (as srun --cpu-bind=cores does), unless --no-bind",
+    )
+    p.add_argument("--no-bind", action="store_true", help="with --threads: do not pin cores")
     p.add_argument("--optimizer", choices=("sgd", "adam"), help="CosmoFlow only")
     for name, kind in (
         ("epochs", int),
@@ -50,8 +56,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from validation.launch_env import rank_info
+    from validation.launch_env import bind_to_rank_cores, rank_info
 
+    if args.threads and not args.no_bind:
+        bind_to_rank_cores(args.threads)  # before the frameworks start their thread pools
     world = rank_info().world_size
     spec = RunSpec(
         suite=args.suite,

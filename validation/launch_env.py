@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 # (rank, world size, local rank, local world size) variables, in order of preference.
@@ -99,6 +100,48 @@ def threads_per_rank(local_world_size: int, cores: int | None = None) -> int:
     """Cores shared evenly by the ranks on a node, so ranks don't oversubscribe cores."""
     cores = cores or len(os.sched_getaffinity(0))
     return max(1, cores // max(1, local_world_size))
+
+
+#: A rank's index on its node, from whichever launcher started it (horovodrun with Gloo sets
+#: only the HOROVOD_* variables).
+LOCAL_RANK_VARIABLES = (
+    "LOCAL_RANK",
+    "HOROVOD_LOCAL_RANK",
+    "OMPI_COMM_WORLD_LOCAL_RANK",
+    "MPI_LOCALRANKID",
+    "SLURM_LOCALID",
+)
+
+
+def rank_cores(threads: int, local_rank: int, cores: Sequence[int]) -> list[int] | None:
+    """The `threads` cores that local rank `local_rank` gets out of `cores` (disjoint per
+    rank, in order); None where the process may not use more than its share anyway (a
+    launcher bound it, as `srun --cpu-bind=cores` does) or the share falls outside `cores`."""
+    if threads < 1 or len(cores) <= threads:
+        return None
+    start = local_rank * threads
+    if start + threads > len(cores):
+        return None
+    return sorted(cores)[start : start + threads]
+
+
+def bind_to_rank_cores(threads: int, env: Mapping[str, str] | None = None) -> list[int] | None:
+    """Pin every thread of this process to its rank's cores (see `rank_cores`).
+
+    Weak scaling compares a 1-rank run with an N-rank run at the same threads per rank;
+    unbound, the single rank's helper threads (data, collectives, the runtime's own pools)
+    spread over the cores the other ranks would use, and its rate is not one rank's rate.
+    Returns the cores, or None where nothing was changed.
+    """
+    env = os.environ if env is None else env
+    local = next((int(env[v]) for v in LOCAL_RANK_VARIABLES if env.get(v, "").isdigit()), 0)
+    share = rank_cores(threads, local, sorted(os.sched_getaffinity(0)))
+    if share is None:
+        return None
+    for task in os.listdir("/proc/self/task"):  # threads started before this call, too
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(task), share)
+    return share
 
 
 def first_host(nodelist: str) -> str:

@@ -299,6 +299,7 @@ def train(spec: RunSpec) -> dict[str, Any]:
         "fault": spec.fault,
         "seed": spec.seed,
         "threads": threads,
+        "cpu_affinity": sorted(os.sched_getaffinity(0)),
         "local_batch": local_batch,
         "global_batch": config.global_batch,
         "weak_scaling": spec.weak_scaling,

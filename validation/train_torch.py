@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import time
 from typing import Any
@@ -321,6 +322,7 @@ def train(spec: RunSpec) -> dict[str, Any]:
         "fault": spec.fault,
         "seed": spec.seed,
         "threads": threads,
+        "cpu_affinity": sorted(os.sched_getaffinity(0)),
         "local_batch": local_batch,
         "global_batch": config.global_batch,
         "weak_scaling": spec.weak_scaling,

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from validation.launch_env import (
     export_rendezvous,
     first_host,
+    rank_cores,
     rank_info,
     slurm_master_port,
     tasks_per_node,
@@ -106,3 +112,51 @@ def test_rendezvous_keeps_what_the_user_set_and_defaults_to_loopback() -> None:
     plain: dict[str, str] = {}
     export_rendezvous(rank_info(plain), plain)
     assert (plain["MASTER_ADDR"], plain["RANK"]) == ("127.0.0.1", "0")
+
+
+def test_ranks_get_disjoint_core_shares_unless_a_launcher_bound_them() -> None:
+    cores = [0, 1, 2, 3, 4, 5, 6, 7]
+    assert rank_cores(4, 0, cores) == [0, 1, 2, 3]
+    assert rank_cores(4, 1, cores) == [4, 5, 6, 7]
+    assert rank_cores(2, 0, [6, 2, 4, 0]) == [0, 2]
+    assert rank_cores(4, 2, cores) is None  # more ranks than shares: leave it to the system
+    assert rank_cores(2, 0, [3, 5]) is None  # already its own cores (srun --cpu-bind)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores to pin to")
+@pytest.mark.parametrize(
+    ("variable", "local_rank"), [("LOCAL_RANK", 1), ("HOROVOD_LOCAL_RANK", 1), (None, 0)]
+)
+def test_a_run_with_threads_pins_all_its_threads_to_its_rank_cores(
+    variable: str | None, local_rank: int
+) -> None:
+    cores = sorted(os.sched_getaffinity(0))
+    # A thread started before the binding must move too (numpy, the frameworks' pools).
+    probe = (
+        "import os, threading, time\n"
+        "from validation.launch_env import bind_to_rank_cores\n"
+        "ev = threading.Event(); seen = {}\n"
+        "def early():\n"
+        "    ev.wait(); seen['early'] = sorted(os.sched_getaffinity(0))\n"
+        "t = threading.Thread(target=early); t.start(); time.sleep(0.1)\n"
+        "share = bind_to_rank_cores(1)\n"
+        "ev.set(); t.join()\n"
+        "print(share, sorted(os.sched_getaffinity(0)), seen['early'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "HOROVOD_LOCAL_RANK")}
+    if variable:
+        env[variable] = str(local_rank)
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("] ")
+    want = [cores[local_rank]]
+    assert [o.strip().strip("[]") for o in out] == [str(want[0])] * 3
+
+
+def test_no_binding_where_the_process_has_only_its_share() -> None:
+    cores = sorted(os.sched_getaffinity(0))
+    assert rank_cores(len(cores), 0, cores) is None
