@@ -3,7 +3,7 @@
 Run as root right after a cold `stackbuild build cpu -V VARIANT -o out/cpu` (empty layer
 and wheel caches): cold_build_s is read from that build's manifest, so any later build into
 out/cpu (even a cached one) replaces it.
-    .venv/bin/python benchmarks/stack_build.py [--horovod] [VARIANT ...]
+    .venv/bin/python benchmarks/stack_build.py [--horovod | --size-only] [VARIANT ...]
 Writes benchmarks/results/stack_build.json:
 - cached rebuild: the same recipe rendered elsewhere and built again (all layers cached);
 - pin change: a copy of recipes/cpu.yaml whose top-level pin (h5py) differs: only the
@@ -13,6 +13,8 @@ Writes benchmarks/results/stack_build.json:
 - --horovod: the builder stage built twice with --no-cache, once with an empty compiled-
   wheel cache (Horovod compiles) and once with the filled one (cache hit: no compile);
 - squashfs export time and size.
+--size-only measures only the size ratio (after a cached build of this tree) and keeps the
+variant's other numbers. Results of variants not named are kept.
 The machine is shared, so the load average is recorded next to the times.
 """
 
@@ -82,6 +84,23 @@ def pin_changed_recipe(folder: Path) -> Path:
     return recipe
 
 
+def measure_size(variant: str) -> dict[str, Any]:
+    """Only the size ratio: the variant's current image against its builder stage (both from
+    the layer cache of a build of this tree)."""
+    build_dir = ROOT / "out" / "cpu" / variant
+    run("build", "cpu", "-V", variant, "-o", str(build_dir.parent))
+    manifest = json.loads((build_dir / "manifest.json").read_text())
+    podman_builder_stage(build_dir)
+    builder = inspect_image("localhost/stackbuild-bench/builder")
+    subprocess.run(["podman", "rmi", "localhost/stackbuild-bench/builder"], capture_output=True)
+    return {
+        "image_mib": round(manifest["size_bytes"] / 2**20),
+        "single_stage_equivalent_mib": round(builder.size / 2**20),
+        "runtime_over_single_stage": round(manifest["size_bytes"] / builder.size, 3),
+        "size_measured_at": now(),
+    }
+
+
 def measure(variant: str, horovod: bool) -> dict[str, Any]:
     """The numbers for one variant of recipes/cpu.yaml."""
     build_dir = ROOT / "out" / "cpu" / variant
@@ -138,13 +157,14 @@ def main(args: list[str]) -> None:
     variants = [a for a in args if not a.startswith("--")] or ["pytorch-cpu"]
     # Variants measured earlier keep their numbers (each carries its own times and load).
     earlier = json.loads(RESULTS.read_text())["variants"] if RESULTS.exists() else {}
+    if "--size-only" in args:
+        fresh = {v: {**earlier.get(v, {}), **measure_size(v)} for v in variants}
+    else:
+        fresh = {v: {**measure(v, horovod), "measured_at": now()} for v in variants}
     results = {
         "when": now(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
-        "variants": {
-            **earlier,
-            **{v: {**measure(v, horovod), "measured_at": now()} for v in variants},
-        },
+        "variants": {**earlier, **fresh},
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
