@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from validation.launch_env import (
+    LOCAL_RANK_VARIABLES,
     export_rendezvous,
     first_host,
     rank_cores,
@@ -127,7 +128,7 @@ def test_ranks_get_disjoint_core_shares_unless_a_launcher_bound_them() -> None:
 @pytest.mark.parametrize(
     ("variable", "local_rank"), [("LOCAL_RANK", 1), ("HOROVOD_LOCAL_RANK", 1), (None, 0)]
 )
-def test_a_run_with_threads_pins_all_its_threads_to_its_rank_cores(
+def test_binding_pins_every_thread_of_the_process_to_its_rank_cores(
     variable: str | None, local_rank: int
 ) -> None:
     cores = sorted(os.sched_getaffinity(0))
@@ -143,7 +144,7 @@ def test_a_run_with_threads_pins_all_its_threads_to_its_rank_cores(
         "ev.set(); t.join()\n"
         "print(share, sorted(os.sched_getaffinity(0)), seen['early'])\n"
     )
-    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "HOROVOD_LOCAL_RANK")}
+    env = {k: v for k, v in os.environ.items() if k not in LOCAL_RANK_VARIABLES}
     if variable:
         env[variable] = str(local_rank)
     out = subprocess.run(
@@ -155,8 +156,3 @@ def test_a_run_with_threads_pins_all_its_threads_to_its_rank_cores(
     ).stdout.split("] ")
     want = [cores[local_rank]]
     assert [o.strip().strip("[]") for o in out] == [str(want[0])] * 3
-
-
-def test_no_binding_where_the_process_has_only_its_share() -> None:
-    cores = sorted(os.sched_getaffinity(0))
-    assert rank_cores(len(cores), 0, cores) is None
