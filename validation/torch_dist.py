@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 from typing import Any
 
 import torch
@@ -48,7 +50,14 @@ class TorchSync:
     def wrap(self, model: nn.Module) -> nn.Module:
         """Make ranks start equal (unless the fault says not to) and return the model to train."""
         if self.mode == "ddp":
-            return nn.parallel.DistributedDataParallel(model)
+            # Buffers (batch-norm running statistics) are made equal at the start, then each
+            # rank keeps its own, as under Horovod: training does not read them, evaluation
+            # runs on rank 0, and rank 0's are what DDP would broadcast at every forward, at
+            # the cost of one collective each.
+            ddp = nn.parallel.DistributedDataParallel
+            if "forward_sync_buffers" in inspect.signature(ddp).parameters:
+                return ddp(model, forward_sync_buffers=False)
+            return ddp(model, broadcast_buffers=False)  # torch < 2.13: same, and no init sync
         if self.mode == "manual" and self.fault != "no-broadcast":
             for tensor in [*model.parameters(), *model.buffers()]:
                 dist.broadcast(tensor.data, src=0)
@@ -77,6 +86,14 @@ class TorchSync:
         )
         self.hvd.broadcast_optimizer_state(wrapped, root_rank=0)
         return wrapped
+
+    def local_backward(self, model: nn.Module) -> contextlib.AbstractContextManager[Any]:
+        """Around a forward and backward whose gradients the next backward adds to before
+        they are exchanged: DDP's no_sync (one all-reduce per step instead of one per
+        backward); Horovod's optimizer counts backward passes itself; others: nothing."""
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            return model.no_sync()
+        return contextlib.nullcontext()
 
     def sync_grads(self, model: nn.Module) -> None:
         """Manual mode: all-reduce gradients (average, or the injected fault)."""

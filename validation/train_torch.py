@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import os
 import socket
@@ -155,15 +157,18 @@ class GANWorkload:
         b = real.shape[0]
         fake = self.gen(torch.randn(b, self.config.latent_dim))
         # Real and fake go through D in separate batches (as in DCGAN), so its batch norm
-        # cannot tell them apart by batch statistics; each forward has its own backward (DDP).
+        # cannot tell them apart by batch statistics; each forward has its own backward, and
+        # the gradients are exchanged once, after the second.
         self.opt_d.zero_grad()
         d_loss = torch.zeros(())
         for batch, target in ((real, 1.0), (fake.detach(), 0.0)):
             labels = torch.full((b, 1), target)
             flip = torch.rand_like(labels) < self.config.label_flip
             labels = torch.where(flip, 1 - labels, labels)
-            loss = F.binary_cross_entropy_with_logits(self.disc(batch), labels)
-            loss.backward()
+            local = self.sync.local_backward(self.disc) if target else contextlib.nullcontext()
+            with local:
+                loss = F.binary_cross_entropy_with_logits(self.disc(batch), labels)
+                loss.backward()
             d_loss = d_loss + loss.detach()
         self.sync.sync_grads(unwrap(self.disc))
         self.opt_d.step()
@@ -346,5 +351,10 @@ def train(spec: RunSpec) -> dict[str, Any]:
     }
     write_rank_result(spec.out_dir, spec.tag, rank, result)
     sync.barrier()
+    # Release the DDP wrappers (and their reducers) before the process group they use, not
+    # at interpreter exit: once, a rank that had finished and written its result died at
+    # exit with "terminate called without an active exception" (SIGSEGV, 1 run in 4).
+    del workload
+    gc.collect()
     sync.close()
     return result

@@ -116,6 +116,12 @@ def describe_validation_error(
     if kind == "extra_forbidden":
         return RecipeError(f"{where}: unknown key {key!r}{suffix}", hint="remove it")
     value = err.get("input")
+    if kind == "string_pattern_mismatch" and "runtime_prune" in loc:
+        return RecipeError(
+            f"{where}: {key} = {value!r} is not allowed{suffix}: it must be a path inside "
+            "site-packages, relative, made of letters, digits and . _ - between slashes",
+            hint="write it as pip shows the package's files, e.g. torch/include",
+        )
     if kind == "string_pattern_mismatch":
         return RecipeError(
             f"{where}: {key} = {value!r} is not allowed{suffix}: it may only contain letters, "

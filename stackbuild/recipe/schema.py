@@ -27,6 +27,13 @@ PackageName = Annotated[
 ]
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=64)]
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+# A path inside site-packages: relative, no `..`, no shell metacharacters.
+SitePath = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$", max_length=200
+    ),
+]
 ImageRef = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._/:@-]*$", max_length=255)]
 
 
@@ -147,6 +154,9 @@ class Pip(Strict):
     find_links: list[str] = Field(default_factory=list)
     wheelhouse: bool = True
     extra_packages: list[PackageName] = Field(default_factory=list)
+    # Removed from the runtime stage's site-packages in the layer that installs the
+    # frameworks: what only a compiler can use (C/C++ headers), and the runtime stage has none.
+    runtime_prune: list[SitePath] = Field(default_factory=list)
 
 
 class OsPackages(Strict):

@@ -98,6 +98,11 @@ class BuildContext:
         """Top-level pins installed last, so changing one rebuilds only what follows."""
         return list(self.settings.pip.extra_packages)
 
+    @property
+    def runtime_prune(self) -> list[str]:
+        """Paths in site-packages that the runtime stage removes (headers: no compiler there)."""
+        return list(self.settings.pip.runtime_prune)
+
     @cached_property
     def pip_environment(self) -> dict[str, str]:
         """Build-time pip settings from the recipe (credentials come from the pip_conf secret)."""

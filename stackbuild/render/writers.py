@@ -170,6 +170,7 @@ def write_containerfile(variant: Variant, env: jinja2.Environment) -> list[Rende
     files = [
         _text("Containerfile", render_template(env, "Containerfile.j2", context)),
         _text("files/pip-env.sh", render_template(env, "files/pip-env.sh.j2", context)),
+        _text("files/prune-runtime.sh", render_template(env, "files/prune-runtime.sh.j2", context)),
         _text("files/requirements-frameworks.txt", "\n".join(ctx.framework_requirements) + "\n"),
         _text(
             "files/horovod/build-horovod.sh",

@@ -73,7 +73,7 @@ def built(request: pytest.FixtureRequest, stack_out: Path) -> Built:
     return Built(variant, folder, manifest)
 
 
-def test_image_imports_its_framework_and_has_no_compilers_or_apt_cache(built: Built) -> None:
+def test_image_imports_its_framework_without_compilers_apt_cache_or_headers(built: Built) -> None:
     framework = VARIANTS[built.variant][0]
     module = "torch" if framework == "pytorch" else "tensorflow"
     proc = in_image(
@@ -84,7 +84,9 @@ def test_image_imports_its_framework_and_has_no_compilers_or_apt_cache(built: Bu
         # (mpich's mpicc wrapper is there for mpirun's package, but no compiler behind it)
         "&& ! command -v gcc && ! command -v cc && ! command -v c++ && ! command -v cmake "
         # and apt's package cache (about 100 MB) is not left in a layer
-        "&& ! ls /var/cache/apt/*.bin /var/cache/apt/archives/*.deb",
+        "&& ! ls /var/cache/apt/*.bin /var/cache/apt/archives/*.deb "
+        # nor the framework's C/C++ headers (recipe pip.runtime_prune)
+        f"&& ! ls -d /opt/venv/lib/python3*/site-packages/{module}/include",
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert built.manifest["variant"] == built.variant

@@ -79,6 +79,17 @@ def test_shell_metacharacters_in_versions_and_packages_are_rejected(
     assert "shell metacharacters" in message
 
 
+@pytest.mark.parametrize("path", ["../../etc", "/usr/lib", "torch/../../x", "torch/include; id"])
+def test_runtime_prune_takes_only_paths_inside_site_packages(cpu_recipe_text, write_recipe, path):
+    old = "pip: {runtime_prune: [torch/include]}"
+    assert old in cpu_recipe_text
+    path_file = write_recipe(cpu_recipe_text.replace(old, f"pip: {{runtime_prune: ['{path}']}}"))
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path_file)
+    assert "pip.runtime_prune[0]" in str(info.value)
+    assert "a path inside site-packages" in str(info.value)
+
+
 def test_duplicate_key_is_an_error(cpu_recipe_text, write_recipe):
     text = cpu_recipe_text.replace("  name: cpu\n", "  name: cpu\n  name: other\n", 1)
     with pytest.raises(RecipeError, match="appears twice"):

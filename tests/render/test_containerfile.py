@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import dockerfile
 import pytest
@@ -49,6 +53,43 @@ def test_pip_steps_get_build_secrets_and_nothing_secret_is_copied():
             assert not any("ca" in v and "cert" in v for v in cmd.value)
     pip_env = files_of("cpu", "tensorflow-cpu")["files/pip-env.sh"].decode()
     assert "export PIP_CERT=/run/secrets/ca_bundle" in pip_env
+
+
+def test_runtime_prunes_headers_in_the_layer_that_installs_the_frameworks(tmp_path):
+    files = files_of("cpu", "pytorch-cpu")
+    runtime = files["Containerfile"].decode().split("AS runtime", 1)[1]
+    (install,) = [
+        c
+        for c in instructions(runtime)
+        if c.cmd == "RUN" and "requirements-frameworks" in c.original
+    ]
+    assert install.original.rstrip().endswith("sh /opt/stackbuild/prune-runtime.sh")
+    assert "prune-runtime.sh" not in files["Containerfile"].decode().split("AS runtime", 1)[0]
+    # The rendered script, run for real by sh against a real venv's site-packages.
+    script = tmp_path / "prune-runtime.sh"
+    script.write_bytes(files["files/prune-runtime.sh"])
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    env = {**os.environ, "PATH": f"{venv}/bin:{os.environ['PATH']}"}
+    site = Path(
+        subprocess.run(
+            ["python3", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
+    (site / "torch/include/c10").mkdir(parents=True)
+    (site / "torch/include/c10/core.h").write_text("// header\n")
+    (site / "torch/lib").mkdir()
+    done = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert not (site / "torch/include").exists() and (site / "torch/lib").is_dir()
+    # A path the recipe names but the wheel does not have fails the build step, by name.
+    again = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True)
+    assert again.returncode == 1
+    assert "pip.runtime_prune names torch/include, which is not in" in again.stderr
 
 
 def test_validation_harness_and_info_go_into_the_image():
