@@ -57,7 +57,7 @@ class TorchSync:
             ddp = nn.parallel.DistributedDataParallel
             if "forward_sync_buffers" in inspect.signature(ddp).parameters:
                 return ddp(model, forward_sync_buffers=False)
-            return ddp(model, broadcast_buffers=False)  # torch < 2.13: same, and no init sync
+            return ddp(model, broadcast_buffers=False)  # older torch: same, without the init sync
         if self.mode == "manual" and self.fault != "no-broadcast":
             for tensor in [*model.parameters(), *model.buffers()]:
                 dist.broadcast(tensor.data, src=0)
