@@ -36,7 +36,6 @@ def count_allreduces(gan: GANWorkload) -> Counter[str]:
 
     calls: Counter[str] = Counter()
     for name, model in (("disc", gan.disc), ("gen", gan.gen)):
-
         # (no annotations: DDP checks that `bucket` is unannotated or a GradBucket)
         def hook(state, bucket, name=name):  # type: ignore[no-untyped-def]
             calls[name] += 1
