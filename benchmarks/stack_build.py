@@ -14,7 +14,8 @@ Writes benchmarks/results/stack_build.json:
   wheel cache (Horovod compiles) and once with the filled one (cache hit: no compile);
 - squashfs export time and size.
 --size-only measures only the size ratio (after a cached build of this tree) and keeps the
-variant's other numbers. Results of variants not named are kept.
+variant's other numbers; a run without --horovod keeps its earlier miss/hit times, dated
+(horovod_measured_at). Results of variants not named are kept.
 The machine is shared, so the load average is recorded next to the times.
 """
 
@@ -101,6 +102,9 @@ def measure_size(variant: str) -> dict[str, Any]:
     }
 
 
+HOROVOD_KEYS = ("builder_no_cache_horovod_miss_s", "builder_no_cache_horovod_hit_s")
+
+
 def measure(variant: str, horovod: bool) -> dict[str, Any]:
     """The numbers for one variant of recipes/cpu.yaml."""
     build_dir = ROOT / "out" / "cpu" / variant
@@ -161,6 +165,10 @@ def main(args: list[str]) -> None:
         fresh = {v: {**earlier.get(v, {}), **measure_size(v)} for v in variants}
     else:
         fresh = {v: {**measure(v, horovod), "measured_at": now()} for v in variants}
+        for v in variants:  # Horovod miss/hit times of an earlier --horovod run stay, dated
+            kept = {k: earlier.get(v, {}).get(k) for k in HOROVOD_KEYS} if not horovod else {}
+            if kept and all(kept.values()):
+                fresh[v] |= kept | {"horovod_measured_at": earlier[v].get("measured_at")}
     results = {
         "when": now(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
