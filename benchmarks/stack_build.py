@@ -39,6 +39,7 @@ from stackbuild.build.engines import PodmanBuilder
 from stackbuild.build.images import inspect_image
 
 ROOT = Path(__file__).resolve().parents[1]
+BUILDER = "localhost/stackbuild-bench/builder"  # the builder stage, tagged for measuring
 RESULTS = ROOT / "benchmarks" / "results" / "stack_build.json"
 STACKBUILD = str(ROOT / ".venv" / "bin" / "stackbuild")
 
@@ -63,7 +64,7 @@ def podman_builder_stage(context: Path, *extra: str, wheel_cache: Path | None = 
         spec = dataclasses.replace(spec, volumes=volumes)
     with tempfile.TemporaryDirectory() as tmp:
         argv = PodmanBuilder().build_argv(spec, Path(tmp) / "iid")
-        argv[-1:-1] = ["--target", "builder", "-t", "localhost/stackbuild-bench/builder", *extra]
+        argv[-1:-1] = ["--target", "builder", "-t", BUILDER, *extra]
         start = time.monotonic()
         subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
         return round(time.monotonic() - start, 1)
@@ -85,21 +86,29 @@ def pin_changed_recipe(folder: Path) -> Path:
     return recipe
 
 
+def size_numbers(build_dir: Path, runtime_bytes: int) -> dict[str, Any]:
+    """The runtime image against its builder stage (the same stack with compilers and
+    headers), built with --target builder from the layer cache and left tagged BUILDER."""
+    podman_builder_stage(build_dir)
+    builder = inspect_image(BUILDER)
+    return {
+        "single_stage_equivalent_mib": round(builder.size / 2**20),
+        "runtime_over_single_stage": round(runtime_bytes / builder.size, 3),
+    }
+
+
 def measure_size(variant: str) -> dict[str, Any]:
-    """Only the size ratio: the variant's current image against its builder stage (both from
-    the layer cache of a build of this tree)."""
+    """Only the size ratio, for the variant's image as a (cached) build of this tree makes it."""
     build_dir = ROOT / "out" / "cpu" / variant
     run("build", "cpu", "-V", variant, "-o", str(build_dir.parent))
     manifest = json.loads((build_dir / "manifest.json").read_text())
-    podman_builder_stage(build_dir)
-    builder = inspect_image("localhost/stackbuild-bench/builder")
-    subprocess.run(["podman", "rmi", "localhost/stackbuild-bench/builder"], capture_output=True)
-    return {
+    numbers = {
         "image_mib": round(manifest["size_bytes"] / 2**20),
-        "single_stage_equivalent_mib": round(builder.size / 2**20),
-        "runtime_over_single_stage": round(manifest["size_bytes"] / builder.size, 3),
+        **size_numbers(build_dir, manifest["size_bytes"]),
         "size_measured_at": now(),
     }
+    subprocess.run(["podman", "rmi", BUILDER], capture_output=True)
+    return numbers
 
 
 HOROVOD_KEYS = ("builder_no_cache_horovod_miss_s", "builder_no_cache_horovod_hit_s")
@@ -126,14 +135,11 @@ def measure(variant: str, horovod: bool) -> dict[str, Any]:
             "build", str(recipe), "-V", variant, "-o", str(work / "b")
         )
         pinned = json.loads((work / "b" / variant / "manifest.json").read_text())
-        bench_images = [*pinned["refs"], "localhost/stackbuild-bench/builder"]
+        bench_images = [*pinned["refs"], BUILDER]
         numbers["pin_change_over_cold"] = round(
             numbers["pin_change_rebuild_s"] / numbers["cold_build_s"], 3
         )
-        podman_builder_stage(build_dir)
-        builder = inspect_image("localhost/stackbuild-bench/builder")
-        numbers["single_stage_equivalent_mib"] = round(builder.size / 2**20)
-        numbers["runtime_over_single_stage"] = round(manifest["size_bytes"] / builder.size, 3)
+        numbers |= size_numbers(build_dir, manifest["size_bytes"])
         if horovod:
             empty = work / "empty-wheel-cache"
             empty.mkdir()
