@@ -361,6 +361,9 @@ class WeakScalingCheck(Check):
         means = [_rank0(single).get("samples_per_s"), *(r.get("samples_per_s") for r in many)]
         if all(means):
             detail += f"; mean-rate efficiency {sum(means[1:]) / (len(rates) * means[0]):.3f}"
+        idle = _rank0(many).get("comm_threads_idle")
+        if idle:
+            detail += f"; communication threads at idle priority: {', '.join(idle)}"
         return self.result(
             subject,
             eff >= self.min_efficiency,

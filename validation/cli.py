@@ -11,6 +11,7 @@ from pathlib import Path
 
 from validation.config import FRAMEWORKS, SIZES, SUITES
 from validation.launch import LAUNCHERS, RUNTIMES
+from validation.launch_env import COMM_PRIORITIES
 from validation.report import failure_lines, summary_line, write_html, write_json
 from validation.runner import ValidationRequest, evaluate_recorded
 from validation.spec import FAULTS, RunSpec
@@ -43,6 +44,14 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "use more (as srun --cpu-bind=cores does), unless --no-bind",
     )
     p.add_argument("--no-bind", action="store_true", help="with --threads: do not pin cores")
+    p.add_argument(
+        "--comm-priority",
+        choices=COMM_PRIORITIES,
+        default="auto",
+        help="scheduling of the gradient exchange's background threads: idle (they run when "
+        "the rank's cores have nothing else to do), normal, or auto: idle where the compute "
+        "threads fill the rank's cores",
+    )
     p.add_argument("--optimizer", choices=("sgd", "adam"), help="CosmoFlow only")
     for name, kind in (
         ("epochs", int),
@@ -76,6 +85,7 @@ def _run(args: argparse.Namespace) -> int:
         save_params=args.save_params,
         data_dir=args.data,
         threads=args.threads,
+        comm_priority=args.comm_priority,
         overrides=_overrides(args),
     )
     if args.framework == "pytorch":

@@ -43,6 +43,7 @@ class RunSpec:
     save_params: bool = False
     data_dir: Path | None = None
     threads: int | None = None
+    comm_priority: str = "auto"  # launch_env.COMM_PRIORITIES
     overrides: dict[str, float | int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

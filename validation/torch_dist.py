@@ -10,15 +10,18 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from validation.launch_env import RankInfo, export_rendezvous, rank_info
+from validation.launch_env import RankInfo, export_rendezvous, idle_priority_threads, rank_info
 
 
 class TorchSync:
     """Starts the process group and wraps models/optimizers the way `mode` says."""
 
-    def __init__(self, mode: str, fault: str = "none") -> None:
+    def __init__(self, mode: str, fault: str = "none", idle_comm: bool = False) -> None:
+        """idle_comm: the engine's background threads run at idle priority
+        (launch_env.idle_priority_threads); their names end up in `comm_threads_idle`."""
         self.fault = fault
         self.hvd: Any = None
+        self.comm_threads_idle: list[str] = []
         info = rank_info()
         if mode == "auto":
             mode = "ddp" if info.world_size > 1 else "none"
@@ -28,13 +31,15 @@ class TorchSync:
         if mode == "horovod":
             import horovod.torch as hvd
 
-            hvd.init()
+            with idle_priority_threads(idle_comm) as self.comm_threads_idle:
+                hvd.init()
             self.hvd = hvd
             info = RankInfo(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), "horovod")
         elif info.world_size > 1:
             export_rendezvous(info)
             backend = "nccl" if torch.cuda.is_available() else "gloo"
-            dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
+            with idle_priority_threads(idle_comm) as self.comm_threads_idle:
+                dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
         elif mode in ("ddp", "manual"):
             self.mode = "none"
         self.info = info

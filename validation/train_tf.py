@@ -12,7 +12,12 @@ import numpy as np
 
 from validation.config import ClimateConfig, CosmoFlowConfig, GANConfig, lr_factor
 from validation.data.sources import load_arrays
-from validation.launch_env import rank_info, threads_per_rank
+from validation.launch_env import (
+    idle_comm_wanted,
+    idle_priority_threads,
+    rank_info,
+    threads_per_rank,
+)
 from validation.metrics import (
     background_baseline_iou,
     class_iou,
@@ -202,13 +207,15 @@ def train(spec: RunSpec) -> dict[str, Any]:
     tf.config.threading.set_inter_op_parallelism_threads(1)
     hvd: Any = None
     rank, world, sync = 0, 1, "none"
+    demoted: list[str] = []
     if spec.sync == "horovod":
         from types import SimpleNamespace
 
         import horovod.tensorflow as hvd_tf
         import horovod.tensorflow.keras as hvd_keras
 
-        hvd_tf.init()
+        with idle_priority_threads(idle_comm_wanted(spec.comm_priority, threads)) as demoted:
+            hvd_tf.init()
         # horovod.tensorflow: broadcast, DistributedGradientTape; .keras: DistributedOptimizer
         hvd = SimpleNamespace(tf=hvd_tf, keras=hvd_keras)
         rank, world, sync = hvd_tf.rank(), hvd_tf.size(), "horovod"
@@ -300,6 +307,7 @@ def train(spec: RunSpec) -> dict[str, Any]:
         "seed": spec.seed,
         "threads": threads,
         "cpu_affinity": sorted(os.sched_getaffinity(0)),
+        "comm_threads_idle": demoted,
         "local_batch": local_batch,
         "global_batch": config.global_batch,
         "weak_scaling": spec.weak_scaling,

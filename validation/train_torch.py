@@ -17,7 +17,7 @@ from torch import nn
 
 from validation.config import ClimateConfig, CosmoFlowConfig, GANConfig, WorkloadConfig, lr_factor
 from validation.data.sources import load_arrays
-from validation.launch_env import threads_per_rank
+from validation.launch_env import idle_comm_wanted, rank_info, threads_per_rank
 from validation.metrics import (
     background_baseline_iou,
     class_iou,
@@ -236,9 +236,9 @@ def _shuffle_targets(y: np.ndarray | None, seed: int, rank: int) -> np.ndarray |
 def train(spec: RunSpec) -> dict[str, Any]:
     """Run one training job on this rank and write its result file; returns the result."""
     started = time.time()
-    sync = TorchSync(spec.sync, spec.fault)
+    threads = spec.threads or threads_per_rank(rank_info().local_world_size)
+    sync = TorchSync(spec.sync, spec.fault, idle_comm_wanted(spec.comm_priority, threads))
     rank, world = sync.rank, sync.world
-    threads = spec.threads or threads_per_rank(sync.info.local_world_size)
     torch.set_num_threads(threads)
     config = effective_config(spec, world)
     local_batch = config.global_batch // world
@@ -328,6 +328,7 @@ def train(spec: RunSpec) -> dict[str, Any]:
         "seed": spec.seed,
         "threads": threads,
         "cpu_affinity": sorted(os.sched_getaffinity(0)),
+        "comm_threads_idle": sync.comm_threads_idle,
         "local_batch": local_batch,
         "global_batch": config.global_batch,
         "weak_scaling": spec.weak_scaling,

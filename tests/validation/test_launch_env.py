@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ from validation.launch_env import (
     LOCAL_RANK_VARIABLES,
     export_rendezvous,
     first_host,
+    idle_comm_wanted,
+    idle_priority_threads,
     rank_cores,
     rank_info,
     slurm_master_port,
@@ -156,3 +159,42 @@ def test_binding_pins_every_thread_of_the_process_to_its_rank_cores(
     ).stdout.split("] ")
     want = [cores[local_rank]]
     assert [o.strip().strip("[]") for o in out] == [str(want[0])] * 3
+
+
+def test_horovodrun_gloo_ranks_are_read_from_horovod_variables() -> None:
+    env = {"HOROVOD_RANK": "1", "HOROVOD_SIZE": "2", "HOROVOD_LOCAL_RANK": "1"}
+    info = rank_info({**env, "HOROVOD_LOCAL_SIZE": "2"})
+    assert (info.rank, info.world_size, info.local_rank, info.local_world_size) == (1, 2, 1, 2)
+
+
+def test_comm_threads_go_idle_only_where_compute_threads_fill_the_cores() -> None:
+    assert idle_comm_wanted("auto", threads=1, cores=1)
+    assert idle_comm_wanted("auto", threads=4, cores=4)
+    assert not idle_comm_wanted("auto", threads=3, cores=4)  # a core is left for them
+    assert idle_comm_wanted("idle", threads=1, cores=8)
+    assert not idle_comm_wanted("normal", threads=4, cores=4)
+    with pytest.raises(ValueError, match="unknown comm priority"):
+        idle_comm_wanted("low", threads=1, cores=1)
+
+
+def _policy(thread: threading.Thread) -> int:
+    assert thread.native_id is not None
+    return os.sched_getscheduler(thread.native_id)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_threads_started_inside_the_block_run_at_idle_priority(enabled: bool) -> None:
+    release = threading.Event()
+    before = threading.Thread(target=release.wait, name="compute")
+    before.start()
+    started = threading.Thread(target=release.wait)
+    try:
+        with idle_priority_threads(enabled) as demoted:
+            started.start()
+        assert _policy(before) == os.SCHED_OTHER
+        assert _policy(started) == (os.SCHED_IDLE if enabled else os.SCHED_OTHER)
+        assert len(demoted) == (1 if enabled else 0)  # named as the process is (comm)
+    finally:
+        release.set()
+        before.join()
+        started.join()
