@@ -64,7 +64,12 @@ def _launcher_prefix(plan: LaunchPlan, inside: bool) -> list[str]:
         )
         return [*head, "--standalone", f"--nproc-per-node={n}", "--no-python"]
     if plan.launcher == "horovodrun":
-        return ["horovodrun", "-np", n, "-H", f"localhost:{n}"]
+        head = (
+            ["horovodrun"]
+            if inside and plan.runtime != "native"
+            else [plan.python, "-m", "horovod.runner.launch"]  # what horovodrun runs
+        )
+        return [*head, "-np", n, "-H", f"localhost:{n}"]
     if plan.launcher == "srun":
         mpi = f"--mpi={SRUN_MPI_PLUGINS[plan.mpi_flavor]}"  # PMI for MPI_Init (Horovod)
         return ["srun", f"--ntasks={n}", mpi, "--kill-on-bad-exit=1"]

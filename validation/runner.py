@@ -106,6 +106,29 @@ def multi_rank_sync(request: ValidationRequest, framework: str) -> str | None:
     return None
 
 
+#: --launcher auto: every gradient-exchange engine the stacks ship, one validation pass each:
+#: DDP under torchrun (PyTorch only) and Horovod under horovodrun (both frameworks).
+AUTO_PASSES = (("torchrun", ("pytorch",)), ("horovodrun", ("pytorch", "tensorflow")))
+
+
+def launcher_passes(
+    launcher: str, frameworks: tuple[str, ...], ranks: tuple[int, ...]
+) -> list[tuple[str, tuple[str, ...]]]:
+    """(launcher, frameworks) of each validation pass that `--launcher` asks for.
+
+    auto with one rank only: a single pass (no launcher is used)."""
+    if launcher != "auto":
+        return [(launcher, frameworks)]
+    if max(ranks) == 1:
+        return [("torchrun", frameworks)]
+    passes = []
+    for name, supported in AUTO_PASSES:
+        chosen = tuple(fw for fw in frameworks if fw in supported)
+        if chosen:
+            passes.append((name, chosen))
+    return passes
+
+
 def plan_jobs(request: ValidationRequest) -> list[Job]:
     """The probe, training and consistency jobs for a request (nothing runs here).
 

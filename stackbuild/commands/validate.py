@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -12,7 +13,7 @@ from validation.config import FRAMEWORKS, SIZES, SUITES
 from validation.launch import LAUNCHERS, RUNTIMES
 from validation.record import RECORD_FILE, build_record, write_record
 from validation.report import failure_lines, summary_line, write_html, write_json
-from validation.runner import ValidationRequest, run_validation
+from validation.runner import ValidationRequest, launcher_passes, run_validation
 
 
 def _csv(value: str, allowed: tuple[str, ...], option: str) -> tuple[str, ...]:
@@ -82,6 +83,19 @@ def _image_digest(image: str, runtime: str) -> str:
     return f"unresolved:{image}"
 
 
+def _require_native_horovod(launcher: str) -> None:
+    """Natively, Horovod passes run this Python's Horovod: say so before training anything."""
+    import importlib.util
+
+    if importlib.util.find_spec("horovod") is None:
+        raise StackbuildError(
+            f"--native with --launcher {launcher} runs Horovod, which is not installed in "
+            f"{sys.executable}",
+            hint="install Horovod into that environment, or pass --launcher torchrun to "
+            "validate PyTorch DDP (TensorFlow then runs on 1 rank only)",
+        )
+
+
 @click.command("validate")
 @click.argument("image", required=False)
 @click.option("--native", is_flag=True, help="Validate this machine's Python, not an image.")
@@ -109,10 +123,12 @@ def _image_digest(image: str, runtime: str) -> str:
 )
 @click.option(
     "--launcher",
-    type=click.Choice([x for x in LAUNCHERS if x != "none"]),
-    default="torchrun",
+    type=click.Choice(["auto", *[x for x in LAUNCHERS if x != "none"]]),
+    default="auto",
     show_default=True,
-    help="How multi-rank jobs start.",
+    help="How multi-rank jobs start. auto: one pass per engine the stacks ship, "
+    "PyTorch DDP under torchrun and Horovod (both frameworks) under horovodrun, "
+    "each with its report in --output/LAUNCHER.",
 )
 @click.option(
     "--data",
@@ -192,20 +208,6 @@ def validate_command(
         )
     if native and runtime != "podman":
         raise StackbuildError("--runtime applies to images only", hint="drop --runtime")
-    request = ValidationRequest(
-        out_dir=out_dir,
-        image=image,
-        suites=_csv(suites, SUITES, "--suite"),
-        frameworks=_csv(frameworks, FRAMEWORKS, "--framework"),
-        ranks=_ranks(ranks),
-        runtime="native" if native else runtime,
-        launcher=launcher,
-        data_dir=data_dir,
-        size=size,
-        expect_gpu=expect_gpu,
-        mpi_flavor=mpi_flavor,
-        min_scaling_efficiency=min_scaling_efficiency,
-    )
     if manifest is not None:
         digest, default_record = _manifest_digest(manifest)
     elif image:
@@ -214,17 +216,46 @@ def validate_command(
         import socket
 
         digest, default_record = f"native:{socket.gethostname()}", out_dir / RECORD_FILE
-    try:
-        report = run_validation(request)
-    except (ValueError, FileNotFoundError) as exc:
-        raise StackbuildError(
-            f"validation could not start: {exc}", hint="check --runtime/--launcher are installed"
-        ) from exc
-    write_json(report, out_dir / "report.json")
-    write_html(report, out_dir / "report.html")
-    record = write_record(build_record(report, digest, out_dir), record_path or default_record)
-    click.echo(f"{summary_line(report)}; report {out_dir / 'report.html'}; record {record}")
-    if not report["passed"]:
-        for line in failure_lines(report):
-            click.echo(line, err=True)
+    suite_list = _csv(suites, SUITES, "--suite")
+    rank_list = _ranks(ranks)
+    passes = launcher_passes(launcher, _csv(frameworks, FRAMEWORKS, "--framework"), rank_list)
+    if native and any(name == "horovodrun" for name, _ in passes):
+        _require_native_horovod(launcher)
+    failed = False
+    for pass_launcher, pass_frameworks in passes:
+        pass_dir = out_dir / pass_launcher if launcher == "auto" else out_dir
+        request = ValidationRequest(
+            out_dir=pass_dir,
+            image=image,
+            suites=suite_list,
+            frameworks=pass_frameworks,
+            ranks=rank_list,
+            runtime="native" if native else runtime,
+            launcher=pass_launcher,
+            data_dir=data_dir,
+            size=size,
+            expect_gpu=expect_gpu,
+            mpi_flavor=mpi_flavor,
+            min_scaling_efficiency=min_scaling_efficiency,
+        )
+        try:
+            report = run_validation(request)
+        except (ValueError, FileNotFoundError) as exc:
+            raise StackbuildError(
+                f"validation could not start: {exc}",
+                hint="check --runtime/--launcher are installed (natively, Horovod runs need "
+                "Horovod in that Python; --launcher torchrun validates PyTorch DDP only)",
+            ) from exc
+        write_json(report, pass_dir / "report.json")
+        write_html(report, pass_dir / "report.html")
+        record = write_record(build_record(report, digest, pass_dir), record_path or default_record)
+        click.echo(
+            f"{pass_launcher} ({', '.join(pass_frameworks)}): {summary_line(report)}; "
+            f"report {pass_dir / 'report.html'}; record {record}"
+        )
+        if not report["passed"]:
+            failed = True
+            for line in failure_lines(report):
+                click.echo(line, err=True)
+    if failed:
         raise click.exceptions.Exit(1)

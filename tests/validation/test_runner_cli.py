@@ -3,6 +3,7 @@ fake launcher that writes results."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,13 @@ from validation import runner
 from validation.cli import build_parser, evaluate_arguments
 from validation.cli import main as validation_main
 from validation.results import step_path, write_step
-from validation.runner import ValidationRequest, evaluate_recorded, plan_jobs, run_validation
+from validation.runner import (
+    ValidationRequest,
+    evaluate_recorded,
+    launcher_passes,
+    plan_jobs,
+    run_validation,
+)
 
 
 def fake_results(quality_ok: bool) -> Any:
@@ -24,6 +31,10 @@ def fake_results(quality_ok: bool) -> Any:
     def execute(argv: list[str], env: dict[str, str], timeout: float) -> tuple[int, list[str]]:
         args = argv[argv.index("validation") + 1 :]
         out = Path(args[args.index("--out") + 1])
+        mounts = dict(argv[i + 1].split(":")[::-1] for i, a in enumerate(argv) if a == "-v")
+        out = Path(mounts.get(str(out), str(out)))  # in an image: where the mount lands
+        if args[0] == "probe" and str(out.parent) in mounts:
+            out = Path(mounts[str(out.parent)]) / out.name
         if args[0] == "probe":
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(
@@ -37,9 +48,7 @@ def fake_results(quality_ok: bool) -> Any:
             )
             return 0, []
         tag = args[args.index("--tag") + 1]
-        world = (
-            int(argv[argv.index("--nproc-per-node=2")][-1]) if "--nproc-per-node=2" in argv else 1
-        )
+        world = 2 if "--nproc-per-node=2" in argv or "-np" in argv else 1
         (out / tag).mkdir(parents=True, exist_ok=True)
         for r in range(world):
             mae = 0.2 if quality_ok else 0.5
@@ -66,6 +75,18 @@ def fake_results(quality_ok: bool) -> Any:
         return 0, []
 
     return execute
+
+
+#: A native validation that needs no Horovod in this Python.
+NATIVE_DDP = [
+    "--native",
+    "--suite",
+    "cosmoflow",
+    "--framework",
+    "pytorch",
+    "--launcher",
+    "torchrun",
+]
 
 
 def request(tmp_path: Path) -> ValidationRequest:
@@ -121,6 +142,8 @@ def test_cli_writes_report_html_and_record_beside_manifest(
             "cosmoflow",
             "--framework",
             "pytorch",
+            "--launcher",
+            "torchrun",
             "-o",
             str(tmp_path / "rep"),
             "--manifest",
@@ -140,7 +163,7 @@ def test_cli_exits_nonzero_when_a_check_fails(
     monkeypatch.setattr(runner, "stream_subprocess", fake_results(False))
     result = CliRunner().invoke(
         validate_command,
-        ["--native", "--suite", "cosmoflow", "--framework", "pytorch", "-o", str(tmp_path)],
+        [*NATIVE_DDP, "-o", str(tmp_path)],
     )
     assert result.exit_code == 1
     assert "FAIL cosmoflow-mae" in result.output
@@ -152,7 +175,7 @@ def test_the_stackbuild_command_exits_nonzero_when_a_check_fails(
     """Through the real entry point (not click's test runner): the process status is 1."""
     from stackbuild.cli import main
 
-    args = ["validate", "--native", "--suite", "cosmoflow", "--framework", "pytorch"]
+    args = ["validate", *NATIVE_DDP]
     monkeypatch.setattr(runner, "stream_subprocess", fake_results(False))
     assert main([*args, "-o", str(tmp_path / "bad")]) == 1
     monkeypatch.setattr(runner, "stream_subprocess", fake_results(True))
@@ -255,3 +278,67 @@ def test_python_m_validation_evaluate_writes_the_report_and_exits_with_the_verdi
 def test_python_m_validation_evaluate_refuses_a_missing_directory(tmp_path: Path) -> None:
     args = ["evaluate", "--suite", "gan", "--framework", "pytorch", "--ranks", "1,2"]
     assert validation_main([*args, "--out", str(tmp_path / "nowhere")]) == 2
+
+
+def test_auto_launcher_runs_one_pass_per_engine_the_stacks_ship() -> None:
+    both = ("pytorch", "tensorflow")
+    assert launcher_passes("auto", both, (1, 2)) == [
+        ("torchrun", ("pytorch",)),
+        ("horovodrun", both),
+    ]
+    assert launcher_passes("auto", ("tensorflow",), (1, 2)) == [("horovodrun", ("tensorflow",))]
+    assert launcher_passes("auto", both, (1,)) == [("torchrun", both)]  # no launcher used
+    assert launcher_passes("srun", both, (1, 2)) == [("srun", both)]
+
+
+def test_auto_validates_ddp_and_horovod_with_a_report_each_and_one_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    healthy = fake_results(True)
+
+    def horovod_crashes(argv: list[str], env: dict[str, str], t: float) -> tuple[int, list[str]]:
+        if "horovodrun" in argv and "probe" not in argv:
+            return 1, ["horovodrun: rank 1 exited with code 1"]
+        return healthy(argv, env, t)
+
+    build = tmp_path / "build"
+    build.mkdir()
+    (build / "manifest.json").write_text(json.dumps({"digest": "sha256:abc", "image_id": "ab"}))
+    args = ["reg/img:1", "--suite", "cosmoflow", "--manifest", str(build / "manifest.json")]
+    monkeypatch.setattr(runner, "stream_subprocess", healthy)
+    result = CliRunner().invoke(validate_command, [*args, "-o", str(tmp_path / "rep")])
+    assert result.exit_code == 0, result.output
+    ddp = json.loads((tmp_path / "rep/torchrun/report.json").read_text())
+    hvd = json.loads((tmp_path / "rep/horovodrun/report.json").read_text())
+    assert ddp["request"]["frameworks"] == ["pytorch"]
+    assert hvd["request"]["frameworks"] == ["pytorch", "tensorflow"]
+    syncs = {
+        j["tag"]: j["argv"][-j["argv"][::-1].index("--sync")]
+        for j in hvd["jobs"]
+        if "--sync" in j["argv"]
+    }
+    assert syncs == {"cosmoflow-pytorch-r2": "horovod", "cosmoflow-tensorflow-r2": "horovod"}
+    record = json.loads((build / "validation.json").read_text())
+    assert [r["launcher"] for r in record["runs"]] == ["torchrun", "horovodrun"]
+    assert record["passed"]
+
+    monkeypatch.setattr(runner, "stream_subprocess", horovod_crashes)
+    result = CliRunner().invoke(validate_command, [*args, "-o", str(tmp_path / "rep2")])
+    assert result.exit_code == 1
+    assert "torchrun (pytorch): validation PASSED" in result.output
+    assert "horovodrun (pytorch, tensorflow): validation FAILED" in result.output
+    assert not json.loads((build / "validation.json").read_text())["passed"]
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("horovod") is not None, reason="this Python has Horovod"
+)
+def test_native_horovod_pass_without_horovod_says_how_to_validate_ddp_only(
+    tmp_path: Path,
+) -> None:
+    from stackbuild.errors import StackbuildError
+
+    result = CliRunner().invoke(validate_command, ["--native", "-o", str(tmp_path)])
+    assert isinstance(result.exception, StackbuildError)
+    assert "--launcher torchrun" in result.exception.hint
+    assert not (tmp_path / "torchrun").exists()  # refused before training anything
