@@ -73,7 +73,7 @@ def main() -> None:
                         efficiency[suite][engine][priority].append(round(rate / base, 3))
                         print(suite, engine, priority, efficiency[suite][engine][priority][-1])
     summary: dict[str, Any] = {
-        s: {e: {p: statistics.median(v) for p, v in ps.items()} for e, ps in es.items()}
+        s: {e: {p: round(statistics.median(v), 3) for p, v in ps.items()} for e, ps in es.items()}
         for s, es in efficiency.items()
     }
     save(

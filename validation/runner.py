@@ -112,14 +112,15 @@ AUTO_PASSES = (("torchrun", ("pytorch",)), ("horovodrun", ("pytorch", "tensorflo
 
 
 def launcher_passes(
-    launcher: str, frameworks: tuple[str, ...], ranks: tuple[int, ...]
+    launcher: str, frameworks: tuple[str, ...], ranks: tuple[int, ...], horovod: bool = True
 ) -> list[tuple[str, tuple[str, ...]]]:
     """(launcher, frameworks) of each validation pass that `--launcher` asks for.
 
-    auto with one rank only: a single pass (no launcher is used)."""
+    auto with one rank only, or where the target has no Horovod: a single torchrun pass
+    (TensorFlow's multi-rank jobs are then skipped, with the reason)."""
     if launcher != "auto":
         return [(launcher, frameworks)]
-    if max(ranks) == 1:
+    if max(ranks) == 1 or not horovod:
         return [("torchrun", frameworks)]
     passes = []
     for name, supported in AUTO_PASSES:

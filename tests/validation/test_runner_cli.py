@@ -289,6 +289,7 @@ def test_auto_launcher_runs_one_pass_per_engine_the_stacks_ship() -> None:
     assert launcher_passes("auto", ("tensorflow",), (1, 2)) == [("horovodrun", ("tensorflow",))]
     assert launcher_passes("auto", both, (1,)) == [("torchrun", both)]  # no launcher used
     assert launcher_passes("srun", both, (1, 2)) == [("srun", both)]
+    assert launcher_passes("auto", both, (1, 2), horovod=False) == [("torchrun", both)]
 
 
 def test_auto_validates_ddp_and_horovod_with_a_report_each_and_one_record(
@@ -333,12 +334,22 @@ def test_auto_validates_ddp_and_horovod_with_a_report_each_and_one_record(
 @pytest.mark.skipif(
     importlib.util.find_spec("horovod") is not None, reason="this Python has Horovod"
 )
-def test_native_horovod_pass_without_horovod_says_how_to_validate_ddp_only(
-    tmp_path: Path,
+def test_native_auto_without_horovod_validates_ddp_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from stackbuild.errors import StackbuildError
 
-    result = CliRunner().invoke(validate_command, ["--native", "-o", str(tmp_path)])
+    monkeypatch.setattr(runner, "stream_subprocess", fake_results(True))
+    result = CliRunner().invoke(
+        validate_command, ["--native", "--suite", "cosmoflow", "-o", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "no Horovod" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["torchrun", "validation.json"]
+    report = json.loads((tmp_path / "torchrun/report.json").read_text())
+    skipped = [j for j in report["jobs"] if j["skipped"]]
+    assert [j["tag"] for j in skipped] == ["cosmoflow-tensorflow-r2"]
+
+    result = CliRunner().invoke(validate_command, ["--native", "--launcher", "horovodrun"])
     assert isinstance(result.exception, StackbuildError)
-    assert "--launcher torchrun" in result.exception.hint
-    assert not (tmp_path / "torchrun").exists()  # refused before training anything
+    assert "--launcher torchrun" in str(result.exception)
