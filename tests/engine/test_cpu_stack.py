@@ -114,6 +114,20 @@ def test_image_records_horovod_check_build(built: Built) -> None:
     assert [lib.split(".")[0] for lib in libs] == [wanted], libs
 
 
+def test_processes_in_the_image_get_the_recipe_environment(built: Built) -> None:
+    """The recipe's `env` (PyTorch: glibc malloc tunables, see recipes/cpu.yaml) reaches a
+    process started in the image, where a user's training runs."""
+    wanted = json.loads((built.folder / "variant.json").read_text())["settings"]["env"]
+    if built.variant.startswith("pytorch"):
+        assert "GLIBC_TUNABLES" in wanted
+    proc = in_image(
+        built.image, "python", "-c", "import json, os; print(json.dumps(dict(os.environ)))"
+    )
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    assert {k: seen.get(k) for k in wanted} == wanted
+
+
 @pytest.mark.parametrize("controller", ["gloo", "mpi"])
 def test_two_rank_horovod_collectives_give_the_right_sums(built: Built, controller: str) -> None:
     hvd_framework = VARIANTS[built.variant][1]
@@ -197,13 +211,13 @@ def test_small_suite_trains_correctly_in_the_image_on_one_and_two_ranks(
 def test_weak_scaling_in_the_image(
     validated: tuple[Built, subprocess.CompletedProcess[str]],
 ) -> None:
-    """2 ranks vs 1 on this machine, threshold 0.6 (validation/checks.py). On our shared
-    2-core VMs one single-thread job runs up to ~20% faster or slower from one run to the
-    next and from one vCPU to the other (benchmarks/results/machine_cores.json), and a
-    synchronous 2-rank job runs at its slower rank's pace: the ratio measures the host as
-    much as the stack. So the verdict is asserted where STACKBUILD_STRICT_SCALING=1
-    (dedicated nodes); elsewhere a failure skips with the measured values. The validation
-    record (and so publish) holds the verdict either way."""
+    """2 ranks vs 1 on this machine, threshold 0.6 (validation/checks.py), asserted: with
+    the communication threads at idle priority and the PyTorch image's malloc tunables,
+    every workload measured 0.84-1.0 here on an otherwise idle 2-core VM (README,
+    Benchmarks). Other work on the same cores pulls a synchronous 2-rank job down to its
+    slower rank's pace; STACKBUILD_LENIENT_SCALING=1 (for machines known to be busy) turns
+    a scaling failure into a skip with the measured values. The validation record (and so
+    publish) holds the verdict either way."""
     built, _proc = validated
     failed = [
         f"{launcher}: {f}" for launcher, r in reports(built).items() for f in failures(r, True)
@@ -211,10 +225,8 @@ def test_weak_scaling_in_the_image(
     record = read_validation_record(built.folder)
     assert record is not None and record.covers(built.manifest)
     assert record.passed == (not failed and all(r["passed"] for r in reports(built).values()))
-    if failed and os.environ.get("STACKBUILD_STRICT_SCALING") != "1":
-        pytest.skip(
-            "weak scaling below 0.6 on this shared VM (not asserted here): " + "; ".join(failed)
-        )
+    if failed and os.environ.get("STACKBUILD_LENIENT_SCALING") == "1":
+        pytest.skip("weak scaling below 0.6 (STACKBUILD_LENIENT_SCALING=1): " + "; ".join(failed))
     assert not failed
 
 
