@@ -118,8 +118,11 @@ class TorchSync:
             dist.barrier()
 
     def close(self) -> None:
-        """Tear down the process group."""
+        """Tear down the process group, all ranks together: rank 0 evaluates after training
+        while the others are done, and a rank that destroys its group then closes its gloo
+        connections under rank 0 (an abort at exit was seen, rarely, in that window)."""
         if dist.is_available() and dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()
         if self.mode == "horovod":
             self.hvd.shutdown()
