@@ -149,20 +149,23 @@ def bind_to_rank_cores(threads: int, env: Mapping[str, str] | None = None) -> li
 COMM_PRIORITIES = ("auto", "idle", "normal")
 
 
-def idle_comm_wanted(policy: str, threads: int, cores: int | None = None) -> bool:
+def idle_comm_wanted(
+    policy: str, threads: int, gpu: bool = False, cores: int | None = None
+) -> bool:
     """Whether a rank running `threads` compute threads should demote its communication
     engine's background threads (see `idle_priority_threads`).
 
     auto: yes where the compute threads fill every core this process may run on (the
     harness binds each rank to `threads` cores), so those background threads would take
-    turns with the compute threads on a busy core; no where a core is left over for them.
+    turns with the compute threads on a busy core; no where a core is left over for them,
+    and no on GPU ranks (the compute runs on the GPU; NCCL's watchdog stays as it is).
     `cores`: how many this process may use (default: its affinity).
     """
     if policy not in COMM_PRIORITIES:
         raise ValueError(f"unknown comm priority {policy!r}; expected {', '.join(COMM_PRIORITIES)}")
     if policy != "auto":
         return policy == "idle"
-    return threads >= (cores or len(os.sched_getaffinity(0)))
+    return not gpu and threads >= (cores or len(os.sched_getaffinity(0)))
 
 
 @contextlib.contextmanager

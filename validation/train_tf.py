@@ -214,7 +214,8 @@ def train(spec: RunSpec) -> dict[str, Any]:
         import horovod.tensorflow as hvd_tf
         import horovod.tensorflow.keras as hvd_keras
 
-        with idle_priority_threads(idle_comm_wanted(spec.comm_priority, threads)) as demoted:
+        gpu = bool(tf.config.list_physical_devices("GPU"))
+        with idle_priority_threads(idle_comm_wanted(spec.comm_priority, threads, gpu)) as demoted:
             hvd_tf.init()
         # horovod.tensorflow: broadcast, DistributedGradientTape; .keras: DistributedOptimizer
         hvd = SimpleNamespace(tf=hvd_tf, keras=hvd_keras)

@@ -237,7 +237,8 @@ def train(spec: RunSpec) -> dict[str, Any]:
     """Run one training job on this rank and write its result file; returns the result."""
     started = time.time()
     threads = spec.threads or threads_per_rank(rank_info().local_world_size)
-    sync = TorchSync(spec.sync, spec.fault, idle_comm_wanted(spec.comm_priority, threads))
+    idle = idle_comm_wanted(spec.comm_priority, threads, gpu=torch.cuda.is_available())
+    sync = TorchSync(spec.sync, spec.fault, idle)
     rank, world = sync.rank, sync.world
     torch.set_num_threads(threads)
     config = effective_config(spec, world)

@@ -171,6 +171,7 @@ def test_comm_threads_go_idle_only_where_compute_threads_fill_the_cores() -> Non
     assert idle_comm_wanted("auto", threads=1, cores=1)
     assert idle_comm_wanted("auto", threads=4, cores=4)
     assert not idle_comm_wanted("auto", threads=3, cores=4)  # a core is left for them
+    assert not idle_comm_wanted("auto", threads=4, gpu=True, cores=4)  # compute on the GPU
     assert idle_comm_wanted("idle", threads=1, cores=8)
     assert not idle_comm_wanted("normal", threads=4, cores=4)
     with pytest.raises(ValueError, match="unknown comm priority"):
