@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from typing import Any
@@ -71,16 +70,19 @@ def horovod_info() -> dict[str, Any]:
     except ImportError as exc:
         return {"available": False, "reason": f"import horovod failed: {exc}"}
     info: dict[str, Any] = {"available": True, "version": getattr(horovod, "__version__", "?")}
-    exe = shutil.which("horovodrun")
-    if exe:
-        proc = subprocess.run(
-            [exe, "--check-build"], capture_output=True, text=True, timeout=120, check=False
-        )
-        info["check_build"] = parse_check_build(proc.stdout)
-        info["check_build_text"] = proc.stdout
-    else:
-        info["check_build"] = {}
-        info["reason"] = "horovodrun not on PATH"
+    # What `horovodrun --check-build` runs, with this Python (a venv's horovodrun is rarely
+    # on PATH).
+    proc = subprocess.run(
+        [sys.executable, "-m", "horovod.runner.launch", "--check-build"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    info["check_build"] = parse_check_build(proc.stdout)
+    info["check_build_text"] = proc.stdout
+    if proc.returncode != 0:
+        info["reason"] = f"horovodrun --check-build failed: {proc.stderr.strip()[-300:]}"
     return info
 
 
