@@ -84,6 +84,11 @@ def _image_digest(image: str, runtime: str) -> str:
     return f"unresolved:{image}"
 
 
+def _python_has_horovod() -> bool:
+    """Whether this Python (the one --native validates) can import Horovod."""
+    return importlib.util.find_spec("horovod") is not None
+
+
 @click.command("validate")
 @click.argument("image", required=False)
 @click.option("--native", is_flag=True, help="Validate this machine's Python, not an image.")
@@ -208,7 +213,7 @@ def validate_command(
     rank_list = _ranks(ranks)
     # An image of our stacks has Horovod (the probe checks its build); natively, this Python
     # may not: auto then validates torch.distributed only, and says so.
-    horovod = not native or importlib.util.find_spec("horovod") is not None
+    horovod = not native or _python_has_horovod()
     if not horovod and launcher == "horovodrun":
         raise StackbuildError(
             f"--native with --launcher horovodrun runs Horovod, which is not installed in "
