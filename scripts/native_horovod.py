@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -70,7 +71,7 @@ class HorovodBuild:
             "torch": version("torch"),
             "tensorflow": version("tensorflow-cpu"),
             "python": platform.python_version(),
-            "mpi": subprocess.run(["mpichversion"], capture_output=True, text=True).stdout,
+            "mpi": mpich_version(),
         }
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -97,6 +98,17 @@ class HorovodBuild:
             pip("wheel", "--no-build-isolation", "--no-deps", str(tree), "-w", str(out), env=env)
 
 
+def mpich_version() -> str:
+    """`mpichversion`'s report: Horovod links against this MPI."""
+    try:
+        return subprocess.run(["mpichversion"], capture_output=True, text=True).stdout
+    except FileNotFoundError:
+        raise SystemExit(
+            "native-horovod: mpichversion not found: install mpich and libmpich-dev "
+            "(scripts/apt-packages.txt; scripts/setup-host.sh does)"
+        ) from None
+
+
 def pip(*args: str, env: dict[str, str] | None = None) -> None:
     subprocess.run([sys.executable, "-m", "pip", "-q", *args], check=True, env=env)
 
@@ -110,12 +122,16 @@ def main() -> None:
     else:
         print(
             f"native-horovod: cache miss ({target.name}), compiling Horovod {build.version} "
-            "for PyTorch and TensorFlow (about 6 minutes on 2 cores)",
+            "for PyTorch and TensorFlow (about 3 minutes on 2 cores)",
             flush=True,
         )
         partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
         partial.mkdir(parents=True, exist_ok=True)
-        build.compile(partial)
+        try:
+            build.compile(partial)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
         partial.rename(target)  # only complete wheels are ever found in the cache
     pip("install", str(next(target.glob("horovod-*.whl"))))
     check = "import horovod.torch, horovod.tensorflow"
