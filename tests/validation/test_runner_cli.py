@@ -135,19 +135,7 @@ def test_cli_writes_report_html_and_record_beside_manifest(
     (build / "manifest.json").write_text(json.dumps({"digest": "sha256:abc"}))
     result = CliRunner().invoke(
         validate_command,
-        [
-            "--native",
-            "--suite",
-            "cosmoflow",
-            "--framework",
-            "pytorch",
-            "--launcher",
-            "torchrun",
-            "-o",
-            str(tmp_path / "rep"),
-            "--manifest",
-            str(build / "manifest.json"),
-        ],
+        [*NATIVE_DDP, "-o", str(tmp_path / "rep"), "--manifest", str(build / "manifest.json")],
     )
     assert result.exit_code == 0, result.output
     record = json.loads((build / "validation.json").read_text())
