@@ -15,36 +15,22 @@ step / the baseline's (the weak-scaling check's definition).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from validation_common import save
-
-from validation.launch import CONTAINER_OUT, LaunchPlan, build_command
-from validation.results import load_run
+from validation_common import run_in_image, save
 
 ENGINES = {"ddp": "torchrun", "horovod": "horovodrun"}
 PRIORITIES = ("normal", "idle")
 RATE = "samples_per_s_median_step"
 
 
-def run(out: Path, image: str, args: list[str], tag: str, launcher: str, ranks: int) -> float:
-    """Mean per-rank rate of one run of `python -m validation run` in the image."""
-    plan = LaunchPlan(
-        runtime="podman",
-        launcher=launcher,
-        ranks=ranks,
-        image=image,
-        mounts=((str(out), CONTAINER_OUT),),
-        env={"OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
-    argv = build_command(plan, [*args, "--tag", tag, "--out", CONTAINER_OUT])
-    subprocess.run(argv, env=os.environ, check=True, stdout=subprocess.DEVNULL)
-    return statistics.mean(float(r[RATE]) for r in load_run(out, tag))
+def rate(out: Path, image: str, tag: str, args: list[str], launcher: str, ranks: int) -> float:
+    """Mean per-rank samples/s (median step) of one run in the image."""
+    run = run_in_image(out, image, tag, *args, launcher=launcher, ranks=ranks)
+    return statistics.mean(float(r[RATE]) for r in run)
 
 
 def main() -> None:
@@ -62,15 +48,15 @@ def main() -> None:
         out = Path(tmp)
         for round_ in range(args.rounds):
             for suite in args.suites:
-                common = ["run", "--suite", suite, "--framework", args.framework]
+                common = ["--suite", suite, "--framework", args.framework]
                 common += ["--weak-scaling", "--threads", "1"]
-                base = run(out, args.image, common, f"{suite}-{round_}-r1", "none", 1)
+                base = rate(out, args.image, f"{suite}-{round_}-r1", common, "none", 1)
                 for engine in args.engines:
                     for priority in PRIORITIES:
                         extra = ["--sync", engine, "--comm-priority", priority]
                         tag = f"{suite}-{round_}-{engine}-{priority}"
-                        rate = run(out, args.image, common + extra, tag, ENGINES[engine], 2)
-                        efficiency[suite][engine][priority].append(round(rate / base, 3))
+                        value = rate(out, args.image, tag, common + extra, ENGINES[engine], 2)
+                        efficiency[suite][engine][priority].append(round(value / base, 3))
                         print(suite, engine, priority, efficiency[suite][engine][priority][-1])
     summary: dict[str, Any] = {
         s: {e: {p: round(statistics.median(v), 3) for p, v in ps.items()} for e, ps in es.items()}

@@ -12,33 +12,20 @@ starts it (podman, one thread, pinned). Ratio = median(with) / median(without).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from validation_common import save
-
-from validation.launch import CONTAINER_OUT, LaunchPlan, build_command
-from validation.results import load_run
+from validation_common import run_in_image, save
 
 RATE = "samples_per_s_median_step"
 
 
 def rate(out: Path, image: str, suite: str, tag: str, env: dict[str, str]) -> float:
     """Samples/s (median step) of one 1-rank run of `suite` in the image."""
-    plan = LaunchPlan(
-        runtime="podman",
-        image=image,
-        mounts=((str(out), CONTAINER_OUT),),
-        env={"OMP_NUM_THREADS": "1", **env},
-    )
-    args = ["run", "--suite", suite, "--framework", "pytorch", "--threads", "1"]
-    argv = build_command(plan, [*args, "--tag", tag, "--out", CONTAINER_OUT])
-    subprocess.run(argv, env=os.environ, check=True, stdout=subprocess.DEVNULL)
-    (result,) = load_run(out, tag)
+    args = ("--suite", suite, "--framework", "pytorch", "--threads", "1")
+    (result,) = run_in_image(out, image, tag, *args, env=env)
     return float(result[RATE])
 
 

@@ -38,6 +38,33 @@ def run_ranks(
     return load_run(out, tag)
 
 
+def run_in_image(
+    out: Path,
+    image: str,
+    tag: str,
+    *args: str,
+    launcher: str = "none",
+    ranks: int = 1,
+    env: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Run `python -m validation run ARGS` in the image as `stackbuild validate` starts it
+    (podman, `out` mounted, one OpenMP thread; `launcher` for ranks > 1); rank results."""
+    from validation.launch import CONTAINER_OUT, LaunchPlan, build_command
+    from validation.results import load_run
+
+    plan = LaunchPlan(
+        runtime="podman",
+        launcher=launcher,
+        ranks=ranks,
+        image=image,
+        mounts=((str(out), CONTAINER_OUT),),
+        env={"OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+    )
+    argv = build_command(plan, ["run", *args, "--tag", tag, "--out", CONTAINER_OUT])
+    subprocess.run(argv, env=os.environ, check=True, stdout=subprocess.DEVNULL)
+    return load_run(out, tag)
+
+
 def save(name: str, data: dict[str, Any]) -> Path:
     """Write benchmarks/results/<name>.json with machine info."""
     RESULTS.mkdir(parents=True, exist_ok=True)
