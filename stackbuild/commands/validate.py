@@ -13,8 +13,6 @@ from stackbuild.errors import StackbuildError
 from validation.config import FRAMEWORKS, SIZES, SUITES
 from validation.launch import LAUNCHERS, RUNTIMES
 from validation.record import RECORD_FILE, build_record, write_record
-from validation.report import failure_lines, summary_line, write_html, write_json
-from validation.runner import ValidationRequest, launcher_passes, run_validation
 
 
 def _csv(value: str, allowed: tuple[str, ...], option: str) -> tuple[str, ...]:
@@ -190,6 +188,10 @@ def validate_command(
     `stackbuild build`): then exactly that image id is run, and the validation record that
     `stackbuild publish` requires is written beside the manifest.
     """
+    # The runner needs numpy, which the rest of the CLI must not: imported only here.
+    from validation.report import failure_lines, summary_line, write_html, write_json
+    from validation.runner import ValidationRequest, launcher_passes, run_validation
+
     if image and (Path(image) / "manifest.json").is_file():
         # A build directory: validate exactly the image it built (by id), record beside it.
         manifest = manifest or Path(image)
