@@ -1,9 +1,10 @@
-"""The build manifest written next to the image: identity, provenance, size and SBOM."""
+"""The build manifest written next to the image: identity, provenance, size and packages."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,48 +12,37 @@ from typing import Any
 from stackbuild.build.context import BuildSpec
 from stackbuild.build.engines import BuildResult
 from stackbuild.build.images import inspect_image
+from stackbuild.build.sbom import SBOM_FILE, collect_packages
 from stackbuild.errors import StackbuildError
 from stackbuild.tools import run_tool
 
 MANIFEST_FILE = "manifest.json"
 SCHEMA = "stackbuild.manifest/v1"
 
-DPKG_QUERY = r"dpkg-query -W -f '${Package}\t${Version}\t${Architecture}\n'"
-#: The first Python with pip: PATH (images put their venv first), then common venv places.
-PIP_LIST = (
-    "for py in python3 python /opt/*/bin/python3 /usr/local/bin/python3; do "
-    "if command -v $py >/dev/null 2>&1 && $py -m pip --version >/dev/null 2>&1; then "
-    "exec $py -m pip list --format json; fi; done; echo null"
-)
+#: The build argument the Containerfile turns into the org.opencontainers.image.revision label.
+REVISION_ARG = "SOURCE_REVISION"
+REVISION_LABEL = "org.opencontainers.image.revision"
 
 
-def collect_sbom(image: str) -> dict[str, Any]:
-    """Debian packages (dpkg-query) and Python packages (pip list) installed in image."""
-    deb = _run_in_image(image, DPKG_QUERY)
-    debian = []
-    if deb is not None:
-        for line in deb.splitlines():
-            parts = line.split("\t")
-            if len(parts) == 3:
-                debian.append({"name": parts[0], "version": parts[1], "arch": parts[2]})
-    pip_out = _run_in_image(image, PIP_LIST)
-    python: list[dict[str, str]] | None = None
-    if pip_out is not None:
-        try:
-            python = json.loads(pip_out.strip().splitlines()[-1]) if pip_out.strip() else None
-        except json.JSONDecodeError:
-            python = None
-    return {"debian": debian if deb is not None else None, "python": python}
+def source_revision(scope: Path, *, count_ignored: bool = False) -> str:
+    """The git commit of the repository holding scope (a file or folder), said honestly.
 
-
-def _run_in_image(image: str, script: str) -> str | None:
-    """Run a shell snippet in a throwaway container without network; None if it failed."""
-    result = run_tool(
-        ["podman", "run", "--rm", "--network=none", "--entrypoint", "/bin/sh", image, "-c", script],
-        check=False,
-        timeout=300,
-    )
-    return result.stdout if result.ok else None
+    '<sha>' when nothing under scope differs from that commit, '<sha>-dirty' when a file
+    under it is modified, staged, deleted or untracked (or, with count_ignored, ignored),
+    and 'none' outside a git work tree (or in one without a commit).
+    """
+    folder = scope if scope.is_dir() else scope.parent
+    if shutil.which("git") is None or not folder.is_dir():
+        return "none"
+    head = run_tool(["git", "-C", str(folder), "rev-parse", "--verify", "-q", "HEAD"], check=False)
+    if not head.ok or not head.stdout.strip():
+        return "none"
+    argv = ["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=all"]
+    if count_ignored:
+        argv.append("--ignored=matching")
+    status = run_tool([*argv, "--", str(scope.resolve())], check=False)
+    sha = head.stdout.strip()
+    return f"{sha}-dirty" if not status.ok or status.stdout.strip() else sha
 
 
 def build_manifest(spec: BuildSpec, result: BuildResult) -> dict[str, Any]:
@@ -74,7 +64,9 @@ def build_manifest(spec: BuildSpec, result: BuildResult) -> dict[str, Any]:
         "build_duration_s": result.duration_s,
         "size_bytes": image.size,
         "build_log": str(result.log_path),
-        "sbom": collect_sbom(result.image_id),
+        "revision": image.labels.get(REVISION_LABEL),
+        "sbom": collect_packages(result.image_id).as_dict(),
+        "sbom_file": SBOM_FILE,
     }
 
 

@@ -1,4 +1,5 @@
-"""Publish a built image: push every tag to a registry, only once validation passed."""
+"""Publish a built image: push every tag to a registry, only once validation passed; its SBOM
+beside it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,13 @@ from typing import Any
 
 from stackbuild.build.images import inspect_image
 from stackbuild.build.manifest import MANIFEST_FILE, read_manifest
+from stackbuild.build.sbom import (
+    SBOM_FILE,
+    collect_packages,
+    cyclonedx_json,
+    sbom_tag,
+    write_sbom_artifact,
+)
 from stackbuild.build.validation_record import VALIDATION_FILE, read_validation_record
 from stackbuild.errors import StackbuildError, ToolError
 from stackbuild.tools import ToolResult, run_tool
@@ -39,9 +47,14 @@ class PublishedTag:
     digest: str
 
     @property
+    def repository(self) -> str:
+        """registry/name, without the tag."""
+        return self.ref.rsplit(":", 1)[0]
+
+    @property
     def pinned(self) -> str:
         """registry/name@digest: the reference that never moves."""
-        return f"{self.ref.rsplit(':', 1)[0]}@{self.digest}"
+        return f"{self.repository}@{self.digest}"
 
 
 @dataclass(frozen=True)
@@ -136,9 +149,83 @@ def publish(
         )
         pushed.append(PublishedTag(dest, digest))
         say(f"pushed {dest} @ {digest}")
+    sboms = publish_sbom(source, pushed, tls_verify=tls_verify, say=say)
     if source.manifest_dir is not None:
-        _record(source.manifest_dir, pushed)
+        _record(source.manifest_dir, pushed, sboms)
     return pushed
+
+
+@dataclass(frozen=True)
+class PublishedSbom:
+    """The SBOM pushed as an OCI artifact beside one pushed image digest."""
+
+    ref: str
+    digest: str
+    subject: str
+
+
+def publish_sbom(
+    source: PublishSource,
+    pushed: list[PublishedTag],
+    *,
+    tls_verify: bool,
+    say: Callable[[str], None] = lambda _msg: None,
+) -> list[PublishedSbom]:
+    """Push the image's CycloneDX SBOM once per pushed repository and digest, referring to it.
+
+    The SBOM is the sbom.cdx.json beside the manifest; without one (an older build, or an
+    image reference) it is made now from the image's packages.
+    """
+    sbom = _sbom_bytes(source)
+    published = []
+    with tempfile.TemporaryDirectory(prefix="stackbuild-sbom-") as tmp:
+        verify = str(tls_verify).lower()
+        for repository, digest in dict.fromkeys((p.repository, p.digest) for p in pushed):
+            image = f"docker://{repository}@{digest}"
+            subject = _skopeo(["inspect", "--raw", f"--tls-verify={verify}", image]).stdout.encode()
+            layout = Path(tmp) / digest.replace(":", "-")
+            artifact = write_sbom_artifact(sbom, subject, layout)
+            ref = f"{repository}:{sbom_tag(digest)}"
+            _skopeo(
+                [
+                    "copy",
+                    "--quiet",
+                    f"--dest-tls-verify={verify}",
+                    f"oci:{layout}",
+                    f"docker://{ref}",
+                ]
+            )
+            published.append(PublishedSbom(ref, artifact, digest))
+            say(f"pushed SBOM {ref} @ {artifact} (refers to {digest})")
+    return published
+
+
+def _sbom_bytes(source: PublishSource) -> bytes:
+    """The build's sbom.cdx.json, else one made from the image as it is now."""
+    if source.manifest_dir is not None and (source.manifest_dir / SBOM_FILE).is_file():
+        return (source.manifest_dir / SBOM_FILE).read_bytes()
+    if source.manifest is not None and (source.manifest.get("sbom") or {}).get("debian"):
+        return cyclonedx_json(source.manifest).encode()
+    local = inspect_image(source.image_id)
+    described = {
+        "image_id": f"sha256:{local.id}",
+        "digest": local.digest,
+        "repository": source.refs[0].rsplit(":", 1)[0] if source.refs else "image",
+        "tags": [ref.rsplit(":", 1)[-1] for ref in source.refs],
+        "sbom": collect_packages(local.id).as_dict(),
+    }
+    return cyclonedx_json(described).encode()
+
+
+def _skopeo(args: list[str]) -> ToolResult:
+    """skopeo ARGS; a failure names the command and its last output lines."""
+    result = run_tool(["skopeo", *args], check=False, timeout=600)
+    if not result.ok:
+        raise ToolError(
+            f"skopeo {args[0]} failed: {last_error(result)}",
+            hint="check that the registry is up and reachable, then publish again",
+        )
+    return result
 
 
 def push_with_retries(
@@ -191,10 +278,11 @@ def last_error(result: ToolResult) -> str:
     return (errors or lines or ["(no output)"])[-1].removeprefix("Error: ")
 
 
-def _record(folder: Path, pushed: list[PublishedTag]) -> None:
-    """Write published.json next to the manifest: every ref and its digest."""
+def _record(folder: Path, pushed: list[PublishedTag], sboms: list[PublishedSbom]) -> None:
+    """Write published.json next to the manifest: every ref and its digest, and the SBOMs."""
     data = {
         "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "tags": [{"ref": p.ref, "digest": p.digest, "pinned": p.pinned} for p in pushed],
+        "sboms": [{"ref": s.ref, "digest": s.digest, "subject": s.subject} for s in sboms],
     }
     (folder / PUBLISHED_FILE).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -22,9 +23,16 @@ from stackbuild.build.doctor import run_doctor
 from stackbuild.build.engines import BUILDERS, default_builder, get_builder
 from stackbuild.build.export import FORMATS, export_image
 from stackbuild.build.images import image_exists, inspect_image
-from stackbuild.build.manifest import MANIFEST_FILE, build_manifest, write_manifest
+from stackbuild.build.manifest import (
+    MANIFEST_FILE,
+    REVISION_ARG,
+    build_manifest,
+    source_revision,
+    write_manifest,
+)
 from stackbuild.build.progress import BuildProgress
 from stackbuild.build.publish import publish, resolve_source
+from stackbuild.build.sbom import SBOM_FILE, write_sbom
 from stackbuild.build.validation_record import VALIDATION_FILE
 from stackbuild.commands.recipes import load_variants
 from stackbuild.errors import StackbuildError
@@ -139,7 +147,8 @@ def build_command(
                 "apply to recipes only",
                 hint="drop them, or pass the recipe instead of the rendered directory",
             )
-        contexts = [path]
+        # A rendered context is its own source: files git ignores (out/) count as changes.
+        contexts = [(path, source_revision(path, count_ignored=True))]
     elif path.is_dir():
         raise StackbuildError(
             f"{target} is a directory without {VARIANT_FILE}, so not a rendered build context",
@@ -154,21 +163,28 @@ def build_command(
         all_variants = load_variants(target)
         chosen = [select_variant(all_variants, v) for v in variants] if variants else all_variants
         root = output or Path("out") / Path(all_variants[0].recipe_name)
+        # Everything a recipe names lies in its folder's tree: that tree's state is the revision.
+        revision = source_revision(all_variants[0].recipe_path.resolve().parent)
         contexts = []
         for variant in chosen:
-            contexts.append(render_variant(variant, root, None, templates, keep=BUILD_OUTPUTS))
-            say(f"rendered {variant.name} -> {contexts[-1]}")
-    for context in contexts:
-        build_context(context, engine, out, verbose)
+            rendered = render_variant(variant, root, None, templates, keep=BUILD_OUTPUTS)
+            contexts.append((rendered, revision))
+            say(f"rendered {variant.name} -> {rendered}")
+    for context, revision in contexts:
+        build_context(context, engine, out, verbose, revision=revision)
 
 
 #: What a build directory holds besides the rendered files; kept when it is rendered again.
-BUILD_OUTPUTS = (MANIFEST_FILE, VALIDATION_FILE, "logs")
+BUILD_OUTPUTS = (MANIFEST_FILE, SBOM_FILE, VALIDATION_FILE, "logs")
 
 
-def build_context(context: Path, engine: str | None, out: Path | None, verbose: bool) -> None:
-    """Build one rendered context and write its manifest."""
+def build_context(
+    context: Path, engine: str | None, out: Path | None, verbose: bool, *, revision: str
+) -> None:
+    """Build one rendered context; write its SBOM and manifest beside it."""
     spec = load_build_spec(context)
+    # The revision label's value; a build_args entry in variant.json is the user's and wins.
+    spec = dataclasses.replace(spec, build_args={REVISION_ARG: revision, **spec.build_args})
     builder = get_builder(engine) if engine else default_builder()
     builder.check_available()
     ensure_bases(spec)
@@ -179,10 +195,11 @@ def build_context(context: Path, engine: str | None, out: Path | None, verbose: 
     with sigterm_as_interrupt(), BuildProgress(err, echo=verbose) as progress:
         result = builder.build(spec, log_path=log_path, on_line=progress.on_line)
     manifest = build_manifest(spec, result)
+    sbom = write_sbom(manifest, out)
     path = write_manifest(manifest, out)
     console.print(
         f"built {', '.join(result.refs)}  id {result.image_id[:12]}  "
-        f"{result.duration_s:.0f} s  manifest {path}"
+        f"{result.duration_s:.0f} s  revision {manifest['revision']}  manifest {path}  sbom {sbom}"
     )
 
 

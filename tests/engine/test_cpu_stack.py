@@ -91,6 +91,10 @@ def test_image_imports_its_framework_without_compilers_apt_cache_or_headers(buil
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert built.manifest["variant"] == built.variant
     assert built.manifest["sbom"], "the manifest lists the image's packages"
+    sbom = json.loads((built.folder / "sbom.cdx.json").read_text())
+    assert {"pip", "dpkg"} <= {
+        p["value"] for c in sbom["components"] for p in c.get("properties", [])
+    }, "the CycloneDX SBOM beside the manifest lists pip and dpkg packages"
 
 
 def test_image_records_horovod_check_build(built: Built) -> None:
