@@ -99,3 +99,24 @@ def test_a_repository_without_a_commit_is_none(tmp_path: Path) -> None:
     git(tmp_path, "init", "-q")
     (tmp_path / "cpu.yaml").write_text("name: cpu\n")
     assert source_revision(tmp_path) == "none"
+
+
+@pytest.mark.parametrize("recipe", ["cpu", "gpu", "knl"])
+def test_the_revision_arg_follows_every_run_step_so_a_new_commit_keeps_the_cache(
+    recipe: str,
+) -> None:
+    # An ARG's value is part of the cache key of every later RUN (podman and buildah): a
+    # revision that changes with each commit must come after the last one.
+    from stackbuild.commands.recipes import load_variants
+    from stackbuild.render.renderer import render_files
+
+    for variant in load_variants(recipe):
+        (containerfile,) = [
+            f for f in render_files(variant, ["containerfile"]) if f.path == "Containerfile"
+        ]
+        runtime = containerfile.content.decode().split(" AS runtime\n", 1)[1]
+        before, sep, after = runtime.partition("\nARG SOURCE_REVISION\n")
+        assert sep, f"{variant.name}: the runtime stage declares no SOURCE_REVISION"
+        assert "\nRUN " in before
+        assert "\nRUN " not in after, f"{variant.name}: a RUN step follows ARG SOURCE_REVISION"
+        assert "LABEL org.opencontainers.image.revision=${SOURCE_REVISION}" in after
