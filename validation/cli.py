@@ -12,8 +12,9 @@ from pathlib import Path
 from validation.config import FRAMEWORKS, SIZES, SUITES
 from validation.launch import LAUNCHERS, RUNTIMES
 from validation.launch_env import COMM_PRIORITIES
+from validation.plan import ValidationRequest
 from validation.report import failure_lines, summary_line, write_html, write_json
-from validation.runner import ValidationRequest, evaluate_recorded
+from validation.runner import evaluate_recorded
 from validation.spec import FAULTS, RunSpec
 
 
@@ -148,30 +149,6 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", choices=SIZES, default="small")
     p.add_argument("--expect-gpu", action="store_true", help="GPU target: require CUDA and NCCL")
     p.add_argument("--min-scaling-efficiency", type=float, default=0.6)
-
-
-def evaluate_arguments(request: ValidationRequest) -> list[str]:
-    """The `evaluate` arguments that check what `plan_jobs(request)` planned (for job scripts)."""
-    args = [
-        "evaluate",
-        "--suite",
-        ",".join(request.suites),
-        "--framework",
-        ",".join(request.frameworks),
-        "--ranks",
-        ",".join(map(str, request.ranks)),
-        "--launcher",
-        request.launcher,
-        "--runtime",
-        request.runtime,
-        "--config",
-        request.size,
-        "--min-scaling-efficiency",
-        f"{request.min_scaling_efficiency:g}",
-    ]
-    if request.image:
-        args += ["--image", request.image]
-    return args + (["--expect-gpu"] if request.expect_gpu else [])
 
 
 def _evaluate(args: argparse.Namespace) -> int:

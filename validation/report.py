@@ -12,19 +12,28 @@ COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 VERDICT_COLOURS = {"pass": "#d4edda", "fail": "#f8d7da", "skip": "#eeeeee", "not-run": "#fff3cd"}
 
 
+def verdict_text(report: dict[str, Any]) -> str:
+    """PASSED, FAILED, or what was not validated (e.g. a GPU image without a GPU)."""
+    verdict = report.get("verdict") or ("passed" if report.get("passed") else "failed")
+    return verdict.upper() if verdict in ("passed", "failed") else verdict
+
+
 def summary_line(report: dict[str, Any]) -> str:
     """One line: the verdict and how many checks passed, failed, were skipped or not run."""
     s = report["summary"]
     return (
-        f"validation {'PASSED' if report['passed'] else 'FAILED'}: {s['pass']} passed, "
+        f"validation {verdict_text(report)}: {s['pass']} passed, "
         f"{s['fail']} failed, {s['skip']} skipped, {s['not-run']} not run"
     )
 
 
 def failure_lines(report: dict[str, Any]) -> list[str]:
-    """One line per failed check: what it measured against which reference."""
+    """One line per failed or not-run check: what it measured against which reference."""
     lines = []
     for c in report.get("checks", []):
+        if c["verdict"] == "not-run":
+            lines.append(f"  NOT RUN {c['check']} [{c['subject']}]: {c['detail']}")
+            continue
         if c["verdict"] != "fail":
             continue
         line = (
@@ -205,7 +214,7 @@ def render_html(report: dict[str, Any]) -> str:
         if any(run["samples_per_s_per_rank"])
     }
     summary = report.get("summary", {})
-    verdict = "PASSED" if report.get("passed") else "FAILED"
+    verdict = html.escape(verdict_text(report))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Validation: {html.escape(report["target"])}</title>

@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from validation.checks import (
+    NOT_RUN,
     QUALITY_CHECKS,
     CheckResult,
     CudaCheck,
@@ -34,51 +34,27 @@ from validation.checks import (
 )
 from validation.launch import CONTAINER_DATA, CONTAINER_OUT, LaunchPlan, build_command
 from validation.launch_env import threads_per_rank
+from validation.plan import (
+    HOROVOD_MPI_LAUNCHERS,
+    Job,
+    ValidationRequest,
+    launcher_passes,
+    multi_rank_sync,
+    plan_jobs,
+    probe_file,
+)
 from validation.results import load_params, load_run, load_step
+from validation.stack_checks import stack_checks
 
-CONSISTENCY_STEPS = 6
-CONSISTENCY_BATCH = 8
-
-
-@dataclass(frozen=True)
-class ValidationRequest:
-    """Everything `stackbuild validate` was asked to do."""
-
-    out_dir: Path
-    image: str | None = None  # None: native
-    suites: tuple[str, ...] = ("cosmoflow", "climate", "gan")
-    frameworks: tuple[str, ...] = ("pytorch", "tensorflow")
-    ranks: tuple[int, ...] = (1, 2)
-    runtime: str = "native"
-    launcher: str = "torchrun"
-    data_dir: Path | None = None
-    size: str = "small"
-    seed: int = 1234
-    expect_gpu: bool = False
-    horovod: dict[str, list[str]] = field(default_factory=dict)  # wanted check-build items
-    python: str = sys.executable
-    fault: str = "none"  # inject into every training job (negative controls)
-    extra_args: tuple[str, ...] = ()  # passed to every `run` (e.g. --epochs 1 in tests)
-    timeout_s: float = 1800
-    mpi_flavor: str = "mpich"
-    min_scaling_efficiency: float = 0.6
-
-
-@dataclass
-class Job:
-    """One launched command."""
-
-    tag: str
-    kind: str  # probe | train | consistency
-    framework: str
-    suite: str | None
-    ranks: int
-    module_args: list[str]
-    argv: list[str] = field(default_factory=list)
-    returncode: int | None = None
-    wall_s: float = 0.0
-    log_tail: list[str] = field(default_factory=list)
-    skipped: str = ""
+__all__ = [
+    "HOROVOD_MPI_LAUNCHERS",
+    "Job",
+    "ValidationRequest",
+    "launcher_passes",
+    "multi_rank_sync",
+    "plan_jobs",
+    "probe_file",
+]
 
 
 def _paths(request: ValidationRequest) -> tuple[str, str | None, tuple[tuple[str, str], ...]]:
@@ -88,121 +64,6 @@ def _paths(request: ValidationRequest) -> tuple[str, str | None, tuple[tuple[str
         return str(out), str(data) if data else None, ()
     mounts = [(str(out), CONTAINER_OUT)] + ([(str(data), CONTAINER_DATA)] if data else [])
     return CONTAINER_OUT, CONTAINER_DATA if data else None, tuple(mounts)
-
-
-#: Launchers that start one process per rank from outside, where Horovod runs on its MPI
-#: controller (srun provides PMI); TensorFlow has no other multi-rank path in the harness.
-HOROVOD_MPI_LAUNCHERS = ("srun",)
-
-
-def multi_rank_sync(request: ValidationRequest, framework: str) -> str | None:
-    """How a multi-rank training job exchanges gradients; None: this launcher cannot run it."""
-    if request.launcher == "horovodrun":
-        return "horovod"
-    if framework == "pytorch":
-        return "ddp"
-    if request.launcher in HOROVOD_MPI_LAUNCHERS:
-        return "horovod"
-    return None
-
-
-#: --launcher auto: every gradient-exchange engine the stacks ship, one validation pass each:
-#: DDP under torchrun (PyTorch only) and Horovod under horovodrun (both frameworks).
-AUTO_PASSES = (("torchrun", ("pytorch",)), ("horovodrun", ("pytorch", "tensorflow")))
-
-
-def launcher_passes(
-    launcher: str, frameworks: tuple[str, ...], ranks: tuple[int, ...], horovod: bool = True
-) -> list[tuple[str, tuple[str, ...]]]:
-    """(launcher, frameworks) of each validation pass that `--launcher` asks for.
-
-    auto with one rank only, or where the target has no Horovod: a single torchrun pass
-    (TensorFlow's multi-rank jobs are then skipped, with the reason)."""
-    if launcher != "auto":
-        return [(launcher, frameworks)]
-    if max(ranks) == 1 or not horovod:
-        return [("torchrun", frameworks)]
-    passes = []
-    for name, supported in AUTO_PASSES:
-        chosen = tuple(fw for fw in frameworks if fw in supported)
-        if chosen:
-            passes.append((name, chosen))
-    return passes
-
-
-def plan_jobs(request: ValidationRequest) -> list[Job]:
-    """The probe, training and consistency jobs for a request (nothing runs here).
-
-    A job's module_args say what it runs; `located_args` adds where it writes and how many
-    threads each rank uses, which differ between this host and a Slurm job.
-    """
-    common = ["--config", request.size, "--seed", str(request.seed)]
-    jobs = [
-        Job(f"probe-{fw}", "probe", fw, None, 1, ["probe", "--framework", fw])
-        for fw in request.frameworks
-    ]
-    for fw in request.frameworks:
-        for suite in request.suites:
-            for n in request.ranks:
-                tag = f"{suite}-{fw}-r{n}"
-                args = [
-                    "run",
-                    "--suite",
-                    suite,
-                    "--framework",
-                    fw,
-                    "--tag",
-                    tag,
-                    "--weak-scaling",
-                    "--fault",
-                    request.fault,
-                    *common,
-                    *request.extra_args,
-                ]
-                sync = multi_rank_sync(request, fw) if n > 1 else None
-                if sync:
-                    args += ["--sync", sync]
-                job = Job(tag, "train", fw, suite, n, args)
-                if n > 1 and sync is None:
-                    job.skipped = (
-                        "TensorFlow multi-rank runs need Horovod "
-                        f"(--launcher horovodrun or {', '.join(HOROVOD_MPI_LAUNCHERS)})"
-                    )
-                jobs.append(job)
-    many = max(request.ranks)
-    if "pytorch" in request.frameworks and "cosmoflow" in request.suites and many > 1:
-        for n in (1, many):
-            args = [
-                "run",
-                "--suite",
-                "cosmoflow",
-                "--framework",
-                "pytorch",
-                "--tag",
-                f"consistency-r{n}",
-                "--steps",
-                str(CONSISTENCY_STEPS),
-                "--global-batch",
-                str(CONSISTENCY_BATCH),
-                "--no-shuffle",
-                "--save-params",
-                "--dropout",
-                "0",
-                "--optimizer",
-                "sgd",
-                "--lr",
-                "0.01",
-                "--fault",
-                request.fault,
-                *common,
-            ]
-            jobs.append(Job(f"consistency-r{n}", "consistency", "pytorch", "cosmoflow", n, args))
-    return jobs
-
-
-def probe_file(out_dir: Path | str, framework: str) -> str:
-    """Where the probe of `framework` writes its JSON."""
-    return f"{out_dir}/probe-{framework}.json"
 
 
 def located_args(job: Job, out: str, threads: str, data: str | None = None) -> list[str]:
@@ -278,7 +139,7 @@ def run_jobs(
     for job in jobs:
         plan = launch_plan(request, job.ranks)
         job.argv = build_command(plan, located_args(job, out, threads, data))
-        if job.skipped:
+        if job.skipped or job.not_run:
             continue
         print(f"==> {job.tag}: {' '.join(job.argv)}", flush=True)
         started = time.monotonic()
@@ -323,18 +184,18 @@ def evaluate(request: ValidationRequest, jobs: list[Job]) -> list[CheckResult]:
     results: list[CheckResult] = []
     runs: dict[str, list[dict[str, Any]]] = {}
     for job in jobs:
-        if job.skipped:
+        if job.skipped or job.not_run:
             results.append(
                 CheckResult(
                     "job-completed",
                     "correctness",
                     job.tag,
-                    "skip",
+                    "skip" if job.skipped else NOT_RUN,
                     None,
                     None,
                     "n/a",
                     "plan",
-                    job.skipped,
+                    job.skipped or job.not_run,
                 )
             )
             continue
@@ -344,6 +205,11 @@ def evaluate(request: ValidationRequest, jobs: list[Job]) -> list[CheckResult]:
                 results.append(_job_failed(job))
                 continue
             probe = json.loads(path.read_text())
+            expect = probe.get("expect") or request.expect
+            if expect:
+                # An image of ours: every stack item is checked against its recipe.
+                results += stack_checks(probe, expect)
+                continue
             if job.framework == "tensorflow":
                 results.append(OneDNNCheck().evaluate(probe))
             results.append(CudaCheck().evaluate(probe, request.expect_gpu))
@@ -409,6 +275,29 @@ def evaluate_recorded(request: ValidationRequest) -> dict[str, Any]:
     return build_report(request, jobs, min(starts, default=time.time()))
 
 
+VERDICT_PASSED = "passed"
+VERDICT_FAILED = "failed"
+VERDICT_NO_GPU = "stack checked; not validated on a GPU"
+VERDICT_NO_AVX512 = "built and stack-checked; not run: needs AVX-512"
+
+
+def report_verdict(checks: list[CheckResult]) -> str:
+    """The report's one-line verdict: passed only if every planned check ran and passed.
+
+    A GPU image on a machine without a GPU, or an AVX-512 image on a CPU without it, is
+    stack-checked but not validated: its verdict says so and is never "passed"."""
+    if any(c.verdict == "fail" for c in checks):
+        return VERDICT_FAILED
+    not_run = [c for c in checks if c.verdict == NOT_RUN]
+    if any(c.check == "gpu-visible" for c in not_run):
+        return VERDICT_NO_GPU
+    if any("needs AVX-512" in c.detail for c in not_run):
+        return VERDICT_NO_AVX512
+    if not_run:
+        return f"not run: {not_run[0].subject}: {not_run[0].detail}"
+    return VERDICT_PASSED
+
+
 def build_report(request: ValidationRequest, jobs: list[Job], started: float) -> dict[str, Any]:
     """Evaluate the checks on finished jobs and assemble the report dict."""
     checks = evaluate(request, jobs)
@@ -424,6 +313,7 @@ def build_report(request: ValidationRequest, jobs: list[Job], started: float) ->
         if path.exists():
             probes[fw] = json.loads(path.read_text())
     summary = summarise(checks)
+    verdict = report_verdict(checks)
     return {
         "schema": "stackbuild.validation-report/1",
         "target": request.image or "native",
@@ -446,7 +336,8 @@ def build_report(request: ValidationRequest, jobs: list[Job], started: float) ->
         "probes": probes,
         "checks": [c.to_dict() for c in checks],
         "summary": summary,
-        "passed": summary["fail"] == 0,
+        "verdict": verdict,
+        "passed": verdict == VERDICT_PASSED,
     }
 
 

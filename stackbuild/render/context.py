@@ -94,6 +94,22 @@ class BuildContext:
         return lines
 
     @property
+    def constraints(self) -> list[str]:
+        """Lines of constraints.txt: pins for every pip install of both stages."""
+        return list(self.settings.pip.constraints)
+
+    @property
+    def pip_input_files(self) -> list[str]:
+        """Context files every framework install reads (constraints only where pinned)."""
+        files = ["files/pip-env.sh", "files/requirements-frameworks.txt"]
+        return [*files, "files/constraints.txt"] if self.constraints else files
+
+    @property
+    def build_requirements(self) -> list[str]:
+        """pip packages only the builder installs (nvcc and CCCL for Horovod's kernels)."""
+        return list(self.settings.cuda.build_pip) if self.settings.cuda else []
+
+    @property
     def extra_requirements(self) -> list[str]:
         """Top-level pins installed last, so changing one rebuilds only what follows."""
         return list(self.settings.pip.extra_packages)
@@ -114,6 +130,8 @@ class BuildContext:
             env["PIP_EXTRA_INDEX_URL"] = " ".join(p.extra_index_urls)
         if p.find_links:
             env["PIP_FIND_LINKS"] = " ".join(p.find_links)
+        if p.constraints:
+            env["PIP_CONSTRAINT"] = f"{STACKBUILD_DIR}/constraints.txt"
         return env
 
     @cached_property
@@ -136,8 +154,10 @@ class BuildContext:
         if "nccl" in h.tensor_operations:
             env["HOROVOD_GPU_OPERATIONS"] = "NCCL"
         if s.cuda is not None:
+            # HOROVOD_CUDA_HOME, CUDA_HOME and HOROVOD_NCCL_HOME point into the CUDA wheels:
+            # build-horovod.sh finds them in site-packages.
             env["HOROVOD_GPU"] = "CUDA"
-            env["HOROVOD_CUDA_HOME"] = "/usr/local/cuda"
+            env["HOROVOD_NCCL_LINK"] = "SHARED"
             env["HOROVOD_BUILD_CUDA_CC_LIST"] = ",".join(
                 cc.replace(".", "") for cc in s.cuda.compute_capabilities
             )
@@ -171,6 +191,11 @@ class BuildContext:
             "builder_packages": self.builder_packages,
             "environment": self.horovod_environment,
         }
+        # Only where set, so that recipes without them keep the keys of their cached wheels.
+        if self.constraints:
+            material["constraints"] = self.constraints
+        if self.build_requirements:
+            material["build_requirements"] = self.build_requirements
         blob = json.dumps(material, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:24]
 
@@ -193,7 +218,9 @@ class BuildContext:
         s = self.settings
         lib_dirs = [f"{VENV}/lib", "/usr/local/lib", MPI_LIB_DIRS[s.mpi.flavor]]
         if s.cuda is not None:
-            lib_dirs = ["/usr/local/cuda/lib64", "/usr/local/nvidia/lib64", *lib_dirs]
+            # Where container runtimes commonly put the node's driver library. The CUDA
+            # wheels' own libraries are found through ld.so.conf (runtimes overwrite LD_*).
+            lib_dirs = ["/usr/local/nvidia/lib64", *lib_dirs]
         env = {
             "PATH": f"{VENV}/bin:{SYSTEM_PATH}",
             "LD_LIBRARY_PATH": ":".join(_unique(lib_dirs)),
@@ -207,8 +234,36 @@ class BuildContext:
             env["TF_ENABLE_ONEDNN_OPTS"] = "1" if s.tensorflow.onednn else "0"
             env["TF_CPP_MIN_LOG_LEVEL"] = "1"
         env.update(self.threads)
+        env.update(self.distribution_environment)
         env.update(s.env)
         return env
+
+    @property
+    def hierarchical_allreduce(self) -> bool:
+        """Horovod's hybrid all-reduce: NCCL inside a node, MPI between nodes."""
+        s = self.settings
+        if s.horovod.hierarchical_allreduce is not None:
+            return s.horovod.hierarchical_allreduce
+        return (
+            s.cuda is not None
+            and "nccl" in s.horovod.tensor_operations
+            and "mpi" in s.horovod.controllers
+            and s.jobs.ranks_per_node > 1
+        )
+
+    @cached_property
+    def distribution_environment(self) -> dict[str, str]:
+        """Horovod run-time switches the recipe implies: the image, modules and jobs set them."""
+        if not self.hierarchical_allreduce:
+            return {}
+        # Reduce-scatter over NCCL inside each node, all-reduce over MPI between the nodes'
+        # local roots, all-gather over NCCL: inter-node traffic drops by ranks_per_node.
+        return {"HOROVOD_HIERARCHICAL_ALLREDUCE": "1"}
+
+    @cached_property
+    def job_environment(self) -> dict[str, str]:
+        """What module files and job scripts export: threads and distribution switches."""
+        return {**self.threads, **self.distribution_environment}
 
     @cached_property
     def labels(self) -> dict[str, str]:
@@ -236,5 +291,12 @@ class BuildContext:
             labels["io.stackbuild.pytorch.version"] = s.pytorch.version
         if s.cuda is not None:
             labels["io.stackbuild.cuda.version"] = s.cuda.version
+            labels["io.stackbuild.cuda.compute-capabilities"] = ",".join(
+                s.cuda.compute_capabilities
+            )
+            labels["io.stackbuild.cudnn.version"] = s.cuda.cudnn
+            labels["io.stackbuild.nccl.version"] = s.cuda.nccl
+            if s.cuda.driver:
+                labels["io.stackbuild.cuda.driver"] = f">={s.cuda.driver}"
         labels.update(v.stack.labels)
         return dict(sorted(labels.items()))

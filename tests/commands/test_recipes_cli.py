@@ -23,7 +23,7 @@ def test_list_shows_every_shipped_variant(run_cli):
         "pytorch-gpu",
         "tensorflow-knl",
     }
-    assert rows["pytorch-gpu"]["image"] == "localhost/stackbuild/pytorch:2.13-gpu-cu12"
+    assert rows["pytorch-gpu"]["image"] == "localhost/stackbuild/pytorch:2.13-gpu-cu13"
 
 
 def test_show_reports_value_sources(run_cli):

@@ -20,7 +20,8 @@ def variants(name: str):
 def test_stable_names_and_tag_scheme():
     got = {v.name: (v.image_name, v.image_tag) for r in ("cpu", "gpu", "knl") for v in variants(r)}
     assert got["tensorflow-knl"] == ("stackbuild/tensorflow", "2.21-knl")
-    assert got["pytorch-gpu"] == ("stackbuild/pytorch", "2.13-gpu-cu12")
+    assert got["pytorch-gpu"] == ("stackbuild/pytorch", "2.13-gpu-cu13")
+    assert got["tensorflow-gpu"] == ("stackbuild/tensorflow", "2.21-gpu-cu12")
     assert got["tensorflow-cpu"] == ("stackbuild/tensorflow", "2.21-cpu")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 
 from stackbuild import PROJECT_ROOT
 from stackbuild.recipe import expand_matrix, load_recipe, select_variant
@@ -40,14 +41,38 @@ def test_runtime_environment_works_under_shifter():
 
 def test_gpu_environment_and_horovod_switches():
     ctx = BuildContext(variant("gpu", "pytorch-gpu"))
-    assert ctx.runtime_environment["LD_LIBRARY_PATH"].startswith("/usr/local/cuda/lib64")
+    # The CUDA wheels' libraries come through ld.so.conf (cuda-libraries.sh), not LD_*.
+    assert "nvidia" not in ctx.runtime_environment["LD_LIBRARY_PATH"].replace(
+        "/usr/local/nvidia", ""
+    )
     hvd = ctx.horovod_environment
     assert hvd["HOROVOD_GPU_OPERATIONS"] == "NCCL"
     assert hvd["HOROVOD_BUILD_CUDA_CC_LIST"] == "80,90"
+    assert hvd["HOROVOD_NCCL_LINK"] == "SHARED"
     assert hvd["HOROVOD_WITH_PYTORCH"] == "1" and hvd["HOROVOD_WITHOUT_TENSORFLOW"] == "1"
-    assert (
-        ctx.framework_requirements[0] == "--extra-index-url https://download.pytorch.org/whl/cu128"
+    # No index but PyPI's: the CUDA set is pinned by the constraints file, nvcc builder-only.
+    assert ctx.framework_requirements == ["torch==2.13.0"]
+    assert "nvidia-nccl-cu13==2.29.7" in ctx.constraints
+    assert ctx.build_requirements == ["cuda-toolkit[nvcc,cccl]==13.0.3"]
+    assert ctx.pip_environment["PIP_CONSTRAINT"] == "/opt/stackbuild/constraints.txt"
+
+
+def test_hierarchical_allreduce_follows_ranks_per_node_and_the_recipe():
+    gpu = BuildContext(variant("gpu", "pytorch-gpu"))
+    assert gpu.settings.jobs.ranks_per_node == 4
+    assert gpu.runtime_environment["HOROVOD_HIERARCHICAL_ALLREDUCE"] == "1"
+    assert gpu.job_environment["HOROVOD_HIERARCHICAL_ALLREDUCE"] == "1"
+    cpu = BuildContext(variant("cpu", "pytorch-cpu"))
+    assert "HOROVOD_HIERARCHICAL_ALLREDUCE" not in cpu.runtime_environment
+    one_per_node = gpu.settings.model_copy(
+        update={"jobs": gpu.settings.jobs.model_copy(update={"ranks_per_node": 1})}
     )
+    ctx = BuildContext(replace(gpu.variant, settings=one_per_node))
+    assert not ctx.hierarchical_allreduce
+    forced = one_per_node.model_copy(
+        update={"horovod": one_per_node.horovod.model_copy(update={"hierarchical_allreduce": True})}
+    )
+    assert BuildContext(replace(gpu.variant, settings=forced)).hierarchical_allreduce
 
 
 def test_knl_compiles_for_knl():

@@ -15,8 +15,7 @@ from stackbuild.recipe import expand_matrix, load_recipe
 from stackbuild.recipe.matrix import Variant
 from stackbuild.render.renderer import render_files
 from stackbuild.render.writers import JOB_RUNTIMES, job_request
-from validation.cli import evaluate_arguments
-from validation.runner import plan_jobs
+from validation.plan import evaluate_arguments, plan_jobs
 
 SHIPPED = sorted((PROJECT_ROOT / "recipes").glob("*.yaml"))
 

@@ -12,8 +12,9 @@ from click.testing import CliRunner
 
 from stackbuild.commands.validate import validate_command
 from validation import runner
-from validation.cli import build_parser, evaluate_arguments
+from validation.cli import build_parser
 from validation.cli import main as validation_main
+from validation.plan import evaluate_arguments
 from validation.results import step_path, write_step
 from validation.runner import (
     ValidationRequest,
@@ -41,7 +42,13 @@ def fake_results(quality_ok: bool) -> Any:
                     {
                         "framework": "pytorch",
                         "pytorch": {"gpu_count": 0},
-                        "horovod": {"available": False, "reason": "absent"},
+                        "horovod": {
+                            "available": True,
+                            "check_build": {
+                                "frameworks": {"PyTorch": True, "TensorFlow": True},
+                                "controllers": {"MPI": True, "Gloo": True},
+                            },
+                        },
                     }
                 )
             )
