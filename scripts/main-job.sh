@@ -5,8 +5,13 @@
 # the science workloads in it on 1 and 2 ranks (PyTorch: DDP under torchrun and Horovod under
 # horovodrun; TensorFlow: Horovod); export it for Shifter/podman-hpc (squashfs).
 # Exits non-zero if any build or validation fails; reports are under $STACKBUILD_OUT.
-#   STACKBUILD_VARIANTS  variants of recipes/cpu.yaml to build (default: pytorch-cpu)
+#   STACKBUILD_VARIANTS  variants to build, RECIPE/VARIANT or VARIANT (of recipes/cpu.yaml),
+#                        e.g. "pytorch-cpu gpu/pytorch-gpu knl/tensorflow-knl"
+#                        (default: pytorch-cpu)
 #   STACKBUILD_OUT       output directory (default: out)
+# A GPU image validated on a machine without a GPU, or a KNL image on a CPU without AVX-512,
+# is stack-checked, and its CPU-runnable training checks run, but it is not validated: the
+# job says so, does not export it, and exits non-zero.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup-host.sh
@@ -22,20 +27,26 @@ done
 $sb doctor
 
 status=0
-for variant in $variants; do
-  dir=$out/cpu/$variant
-  echo "== build $variant"
-  $sb build cpu --variant "$variant" --output "$out/cpu"
+for item in $variants; do
+  recipe=cpu
+  variant=$item
+  if [[ $item == */* ]]; then
+    recipe=${item%%/*}
+    variant=${item#*/}
+  fi
+  dir=$out/$recipe/$variant
+  echo "== build $recipe/$variant"
+  $sb build "$recipe" --variant "$variant" --output "$out/$recipe"
   framework=${variant%%-*}
   # --launcher auto: PyTorch DDP under torchrun and Horovod under horovodrun, one report each.
   echo "== validate $variant (1 and 2 ranks, every engine)"
   if $sb validate "$dir" --framework "$framework" --output "$out/validation/$variant"; then
     echo "== export $variant for Shifter / podman-hpc"
-    $sb export "$dir" --to squashfs --output "$out/cpu/$variant.sqsh" --force
+    $sb export "$dir" --to squashfs --output "$out/$recipe/$variant.sqsh" --force
   else
     echo "== $variant FAILED validation: not exported (see the reports)" >&2
     status=1
   fi
 done
-echo "== reports: $out/validation/*/*/report.html; records: $out/cpu/*/validation.json"
+echo "== reports: $out/validation/*/*/report.html; records: $out/*/*/validation.json"
 exit $status

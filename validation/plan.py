@@ -88,6 +88,32 @@ def stack_expectations(
     }
 
 
+#: The validation suites and the engines each framework's multi-rank runs use.
+PLAN_SUITES = ("cosmoflow", "climate", "gan")
+ENGINES = {"pytorch": ("ddp", "horovod"), "tensorflow": ("horovod",)}
+#: Which engine a validation pass under each launcher exercises.
+LAUNCHER_ENGINES = {"torchrun": "ddp", "horovodrun": "horovod", "srun": "horovod"}
+
+
+def required_runs(expect: Mapping[str, Any]) -> list[str]:
+    """Every training run an image must have passed before it is published, as
+    'engine/framework/suite xN' with N 1 or 'many': every suite, one and several ranks,
+    every engine the image ships (a GPU image's must include its GPU checks: the report
+    of such a run passes only where a GPU was seen)."""
+    runs = []
+    for framework in expect.get("frameworks") or {}:
+        for engine in ENGINES.get(framework, ()):
+            for suite in PLAN_SUITES:
+                runs += [f"{engine}/{framework}/{suite} x1", f"{engine}/{framework}/{suite} xmany"]
+    return runs
+
+
+def run_name(launcher: str, framework: str, suite: str, ranks: int) -> str:
+    """The required_runs name of a training job a report holds."""
+    engine = LAUNCHER_ENGINES.get(launcher, launcher) if ranks > 1 else "any"
+    return f"{engine}/{framework}/{suite} x{'many' if ranks > 1 else 1}"
+
+
 def needs_gpu(expect: Mapping[str, Any] | None) -> bool:
     """Whether the image's target is a GPU target: its checks need a GPU to be validated."""
     return bool(expect and expect.get("cuda"))
@@ -96,6 +122,11 @@ def needs_gpu(expect: Mapping[str, Any] | None) -> bool:
 def needs_avx512(expect: Mapping[str, Any] | None) -> bool:
     """Whether the image's code is compiled for AVX-512 (cannot run on CPUs without it)."""
     return bool(expect and expect.get("avx512"))
+
+
+def host_has_gpu(device: Path = Path("/dev/nvidiactl")) -> bool:
+    """Whether this machine has an NVIDIA driver and device to pass into a container."""
+    return device.exists()
 
 
 def host_has_avx512(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
@@ -130,6 +161,7 @@ class ValidationRequest:
     # image that carries none. They decide GPU checks and AVX-512, not flags.
     expect: dict[str, Any] | None = None
     host_avx512: bool = field(default_factory=host_has_avx512)
+    gpu_devices: bool = False  # pass the node's GPUs into the container (there are some)
     python: str = sys.executable
     fault: str = "none"  # inject into every training job (negative controls)
     extra_args: tuple[str, ...] = ()  # passed to every `run` (e.g. --epochs 1 in tests)

@@ -8,6 +8,7 @@ image has passed only while every kept run passed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -40,8 +41,17 @@ def build_record(report: dict[str, Any], image_digest: str, report_dir: Path) ->
             if c["verdict"] == "fail"
         ],
         "report_json": str(report_dir / "report.json"),
+        # What publish checks the report against: editing it afterwards is noticed.
+        "report_sha256": _sha256(report_dir / "report.json"),
         "report_html": str(report_dir / "report.html"),
     }
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 #: What makes two runs "the same validation": a rerun of one replaces the other.

@@ -88,7 +88,7 @@ def launch_plan(request: ValidationRequest, ranks: int) -> LaunchPlan:
         python=request.python,
         mounts=mounts,
         env=env,
-        gpu=request.expect_gpu,
+        gpu=request.gpu_devices,
         mpi_flavor=request.mpi_flavor,
         master_port=29500 + (os.getpid() % 400),
     )
@@ -329,6 +329,7 @@ def build_report(request: ValidationRequest, jobs: list[Job], started: float) ->
                 "returncode": j.returncode,
                 "wall_s": round(j.wall_s, 2),
                 "skipped": j.skipped,
+                "not_run": j.not_run,
             }
             for j in jobs
         ],

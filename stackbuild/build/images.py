@@ -54,3 +54,14 @@ def tag_image(image_id: str, refs: list[str]) -> None:
 def remove_image(ref: str) -> None:
     """Remove a tag or image; missing is fine."""
     run_tool(["podman", "rmi", "--force", ref], check=False)
+
+
+def relabel_image(image_id: str, labels: dict[str, str]) -> str:
+    """A new image with the same layers and these labels added; returns its id."""
+    container = run_tool(["buildah", "from", "--pull-never", image_id]).stdout.strip()
+    try:
+        flags = [arg for name, value in labels.items() for arg in ("--label", f"{name}={value}")]
+        run_tool(["buildah", "config", *flags, container])
+        return run_tool(["buildah", "commit", "--quiet", container]).stdout.strip()
+    finally:
+        run_tool(["buildah", "rm", container], check=False)

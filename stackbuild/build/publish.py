@@ -8,12 +8,12 @@ import re
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from stackbuild.build.images import inspect_image
+from stackbuild.build.images import inspect_image, relabel_image
 from stackbuild.build.manifest import MANIFEST_FILE, read_manifest
 from stackbuild.build.sbom import (
     SBOM_FILE,
@@ -22,7 +22,11 @@ from stackbuild.build.sbom import (
     sbom_tag,
     write_sbom_artifact,
 )
-from stackbuild.build.validation_record import VALIDATION_FILE, read_validation_record
+from stackbuild.build.validation_record import (
+    VALIDATION_FILE,
+    plan_gaps,
+    read_validation_record,
+)
 from stackbuild.errors import StackbuildError, ToolError
 from stackbuild.tools import ToolResult, run_tool
 
@@ -106,8 +110,37 @@ def check_validation(source: PublishSource) -> str:
             hint=fix,
         )
     if not record.passed:
+        not_validated = [v for v in record.verdicts if v not in ("passed", "failed")]
+        if not_validated and "failed" not in record.verdicts:
+            raise PublishRefused(
+                f"this image is not validated: {'; '.join(not_validated)} ({record.path})",
+                hint="validate it where it can run (a GPU image on a GPU node, a KNL image on "
+                "an AVX-512 CPU), or pass --force to publish anyway (the pushed image is "
+                "then labelled io.stackbuild.validated=false)",
+            )
         raise PublishRefused(f"validation failed for this image ({record.path})", hint=fix)
-    return f"validation passed ({record.path})"
+    expect = _expectations(source.manifest_dir)
+    if expect is None:
+        return f"validation passed ({record.path}; no recipe plan for this image to check)"
+    ids = {str(source.manifest.get("digest") or ""), str(source.manifest.get("image_id") or "")}
+    gaps = plan_gaps(record, ids, expect)
+    if gaps:
+        raise PublishRefused(
+            f"the validation record does not cover this image's plan: {'; '.join(gaps)}",
+            hint="run `stackbuild validate BUILD_DIR` (every suite, 1 and 2 ranks, every "
+            f"engine), or pass --force to publish anyway ({record.path})",
+        )
+    return f"validation passed: every planned run ({record.path})"
+
+
+def _expectations(folder: Path) -> dict[str, Any] | None:
+    """The recipe's expectations of the image built in folder (its rendered context)."""
+    try:
+        info = json.loads((folder / "files" / "stackbuild-info.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    expect = info.get("expect") if isinstance(info, dict) else None
+    return expect if isinstance(expect, dict) else None
 
 
 def destination(ref: str, registry: str) -> str:
@@ -127,15 +160,25 @@ def publish(
     say: Callable[[str], None] = lambda _msg: None,
 ) -> list[PublishedTag]:
     """Push every tag of source to registry (by image ID, so exactly the validated image)."""
+    forced = None
     try:
         say(check_validation(source))
     except PublishRefused as exc:
         if not force:
             raise
+        forced = exc.message
         say(f"--force: publishing anyway ({exc.message})")
     if not source.refs:
         raise StackbuildError(f"image {source.image_id[:12]} has no tags to publish")
     inspect_image(source.image_id)
+    if forced is not None:
+        # What is pushed says it was not validated: same layers, two more labels.
+        labelled = relabel_image(
+            source.image_id,
+            {"io.stackbuild.validated": "false", "io.stackbuild.validation": forced},
+        )
+        say(f"--force: pushing {labelled[:12]}, labelled io.stackbuild.validated=false")
+        source = replace(source, image_id=labelled)
     pushed = []
     for ref in source.refs:
         dest = destination(ref, registry)

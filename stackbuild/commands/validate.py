@@ -82,6 +82,28 @@ def _image_digest(image: str, runtime: str) -> str:
     return f"unresolved:{image}"
 
 
+def _image_expectations(image: str, runtime: str, build_dir: Path | None) -> dict | None:
+    """The image's recipe expectations: from the rendered context it was built from, else
+    read from the image itself (stackbuild-info.json); None for images that carry none."""
+    from validation.plan import INFO_FILE
+
+    text = None
+    if build_dir is not None and (build_dir / "files/stackbuild-info.json").is_file():
+        text = (build_dir / "files/stackbuild-info.json").read_text(encoding="utf-8")
+    elif runtime in ("podman", "docker"):
+        from stackbuild.tools import run_tool
+
+        result = run_tool(
+            [runtime, "run", "--rm", "--entrypoint", "cat", image, INFO_FILE], check=False
+        )
+        text = result.stdout if result.ok else None
+    try:
+        info = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return None
+    return info.get("expect") if isinstance(info, dict) else None
+
+
 def _python_has_horovod() -> bool:
     """Whether this Python (the one --native validates) can import Horovod."""
     return importlib.util.find_spec("horovod") is not None
@@ -149,7 +171,12 @@ def _python_has_horovod() -> bool:
     help=f"Where to write the validation record [default: beside --manifest as "
     f"{RECORD_FILE}, else in the report directory].",
 )
-@click.option("--gpu", "expect_gpu", is_flag=True, help="GPU target: require CUDA and NCCL.")
+@click.option(
+    "--gpu",
+    "expect_gpu",
+    is_flag=True,
+    help="With --native: require CUDA and NCCL. For an image its recipe's target decides.",
+)
 @click.option(
     "--mpi",
     "mpi_flavor",
@@ -161,9 +188,9 @@ def _python_has_horovod() -> bool:
 @click.option(
     "--min-scaling-efficiency",
     type=click.FloatRange(0, 1),
-    default=0.6,
-    show_default=True,
-    help="Weak-scaling efficiency below which the scaling check fails.",
+    default=None,
+    help="Weak-scaling efficiency below which the scaling check fails "
+    "[default: the recipe's jobs.min_scaling_efficiency, else 0.6].",
 )
 def validate_command(
     image: str | None,
@@ -180,7 +207,7 @@ def validate_command(
     record_path: Path | None,
     expect_gpu: bool,
     mpi_flavor: str,
-    min_scaling_efficiency: float,
+    min_scaling_efficiency: float | None,
 ) -> None:
     """Train the science workloads on IMAGE (or --native) and check the results.
 
@@ -192,10 +219,12 @@ def validate_command(
     from validation.report import failure_lines, summary_line, write_html, write_json
     from validation.runner import ValidationRequest, launcher_passes, run_validation
 
+    build_dir = None
     if image and (Path(image) / "manifest.json").is_file():
         # A build directory: validate exactly the image it built (by id), record beside it.
-        manifest = manifest or Path(image)
-        image = _manifest_image_id(Path(image))
+        build_dir = Path(image)
+        manifest = manifest or build_dir
+        image = _manifest_image_id(build_dir)
     if bool(image) == native:
         raise StackbuildError(
             "give either an IMAGE or --native (not both, not neither)",
@@ -211,6 +240,16 @@ def validate_command(
         import socket
 
         digest, default_record = f"native:{socket.gethostname()}", out_dir / RECORD_FILE
+    from validation.plan import DEFAULT_MIN_SCALING_EFFICIENCY, host_has_gpu, needs_gpu
+
+    expect = _image_expectations(image, runtime, build_dir) if image else None
+    if expect is not None:
+        # The image's target decides: GPU checks for GPU targets, AVX-512 for KNL, etc.
+        expect_gpu = needs_gpu(expect)
+    if min_scaling_efficiency is None:
+        min_scaling_efficiency = float(
+            (expect or {}).get("min_scaling_efficiency", DEFAULT_MIN_SCALING_EFFICIENCY)
+        )
     suite_list = _csv(suites, SUITES, "--suite")
     rank_list = _ranks(ranks)
     # An image of our stacks has Horovod (the probe checks its build); natively, this Python
@@ -244,6 +283,8 @@ def validate_command(
             data_dir=data_dir,
             size=size,
             expect_gpu=expect_gpu,
+            expect=expect,
+            gpu_devices=expect_gpu and host_has_gpu(),
             mpi_flavor=mpi_flavor,
             min_scaling_efficiency=min_scaling_efficiency,
         )

@@ -55,6 +55,18 @@ def test_publish_is_refused_when_validation_failed(tmp_path: Path) -> None:
         check_validation(source_in(tmp_path, {"image_digest": "sha256:aaa", "passed": False}))
 
 
+def test_a_gpu_image_checked_without_a_gpu_is_refused_naming_the_verdict(tmp_path: Path) -> None:
+    record = {
+        "image_digest": "sha256:aaa",
+        "passed": False,
+        "verdicts": ["stack checked; not validated on a GPU"],
+    }
+    with pytest.raises(
+        PublishRefused, match="not validated: stack checked; not validated on a GPU"
+    ):
+        check_validation(source_in(tmp_path, record))
+
+
 def test_publish_is_refused_when_the_record_is_about_another_image(tmp_path: Path) -> None:
     with pytest.raises(PublishRefused, match="is about image sha256:other"):
         check_validation(source_in(tmp_path, {"image_digest": "sha256:other", "passed": True}))
@@ -136,6 +148,37 @@ def test_cli_refuses_an_unvalidated_image_and_force_overrides(
     assert code == 0, err
     name = tiny_build.spec.repository.rsplit("/", 1)[1]
     assert f"{registry}/hpc/{name}:tiny  {registry}/hpc/{name}@sha256:" in out
+
+
+@pytest.mark.engine
+def test_forced_publish_of_an_unvalidated_image_says_so_in_its_labels(
+    tiny_build: TinyBuild, registry: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "out"
+    shutil.copytree(tiny_build.out_dir, folder)
+    verdict = "stack checked; not validated on a GPU"
+    record = {"image_digest": tiny_build.manifest["digest"], "passed": False, "verdicts": [verdict]}
+    (folder / "validation.json").write_text(json.dumps(record))
+    with pytest.raises(PublishRefused, match="not validated"):
+        publish(resolve_source(str(folder)), f"{registry}/hpc", tls_verify=False)
+    pushed = publish(resolve_source(str(folder)), f"{registry}/hpc", tls_verify=False, force=True)
+    inspect = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", f"docker://{pushed[0].pinned}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    labels = json.loads(inspect.stdout)["Labels"]
+    assert labels["io.stackbuild.validated"] == "false"
+    assert verdict in labels["io.stackbuild.validation"]
+    # The local, validated-or-not image itself is unchanged: only the pushed copy is labelled.
+    local = subprocess.run(
+        ["podman", "image", "inspect", "--format", "{{json .Labels}}", tiny_build.result.image_id],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "io.stackbuild.validated" not in json.loads(local.stdout)
 
 
 def test_an_image_reference_with_manifest_option_uses_the_manifest(tmp_path: Path) -> None:
