@@ -47,7 +47,13 @@ def _tool_path(name: str) -> str:
 
 def lint_containerfile(path: Path) -> list[Finding]:
     """hadolint (rules in HADOLINT_IGNORED aside) and BuildKit's own parser."""
-    import dockerfile
+    try:
+        import dockerfile
+    except ImportError:  # an optional dependency: pip install 'stackbuild[lint]'
+        raise ToolError(
+            "lint needs the 'dockerfile' package (BuildKit's Containerfile parser)",
+            hint="pip install 'stackbuild[lint]' (or run scripts/setup-host.sh)",
+        ) from None
 
     findings = []
     try:
