@@ -6,9 +6,10 @@ base.py         base image: reuse, import the cached rootfs, or debootstrap + po
 engines.py      PodmanBuilder / BuildahBuilder (Docker, Apptainer: argv only); tags on success
 progress.py     rich progress for a running build
 images.py       podman adapter for local storage (inspect, tag, remove)
-manifest.py     manifest.json next to the image: IDs, provenance, size, SBOM
+manifest.py     manifest.json next to the image: IDs, git revision, size, package lists
+sbom.py         the image's packages (run in it) as CycloneDX: sbom.cdx.json, its OCI artifact
 export.py       squashfs / OCI archive / SIF
 validation_record.py   reader for validation.json (written by the validation stage)
-publish.py      push every tag once validation passed; digests to published.json
+publish.py      push every tag once validation passed, then the SBOM; digests to published.json
 doctor.py       is this machine ready to build? each check names its fix
 """
