@@ -119,8 +119,8 @@ def cyclonedx_json(manifest: dict[str, Any]) -> str:
         qualifiers = {"arch": deb["arch"]} if deb.get("arch") else {}
         if distro:
             qualifiers["distro"] = distro
-        purl = PackageURL("deb", os_release.get("ID") or "debian", deb["name"], deb["version"])
-        purl = PackageURL(purl.type, purl.namespace, purl.name, purl.version, qualifiers)
+        vendor = os_release.get("ID") or "debian"
+        purl = PackageURL("deb", vendor, deb["name"], deb["version"], qualifiers or None)
         components.append(_library(deb["name"], deb["version"], purl, "dpkg"))
     for pkg in packages.get("python") or []:
         purl = PackageURL("pypi", None, pkg["name"], pkg["version"])
