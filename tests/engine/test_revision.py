@@ -120,3 +120,32 @@ def test_the_revision_arg_follows_every_run_step_so_a_new_commit_keeps_the_cache
         assert "\nRUN " in before
         assert "\nRUN " not in after, f"{variant.name}: a RUN step follows ARG SOURCE_REVISION"
         assert "LABEL org.opencontainers.image.revision=${SOURCE_REVISION}" in after
+
+
+def test_building_a_recipe_passes_the_revision_of_the_recipes_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only the engine step is replaced (it would build the CPU stack): it receives the value.
+    import stackbuild.commands.build as build_commands
+    from stackbuild.cli import main
+
+    site = tmp_path / "site"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "recipes", site / "recipes")
+    git(site, "init", "-q")
+    git(site, "add", ".")
+    git(site, "commit", "-q", "-m", "recipes")
+    head = git(site, "rev-parse", "HEAD")
+    seen: list[str] = []
+
+    def record(context: Path, engine: object, out: object, verbose: bool, *, revision: str) -> None:
+        assert (context / "Containerfile").is_file()
+        seen.append(revision)
+
+    monkeypatch.setattr(build_commands, "build_context", record)
+    argv = ["build", str(site / "recipes" / "cpu.yaml"), "-V", "pytorch-cpu"]
+    assert main([*argv, "-o", str(tmp_path / "out")]) == 0
+    (site / "recipes" / "cpu.yaml").write_text(
+        (site / "recipes" / "cpu.yaml").read_text() + "\n# local change\n"
+    )
+    assert main([*argv, "-o", str(tmp_path / "out")]) == 0
+    assert seen == [head, f"{head}-dirty"]
