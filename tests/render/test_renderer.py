@@ -95,6 +95,7 @@ def test_a_target_written_only_in_yaml_renders(cpu_recipe_text, write_recipe, tm
         """  gh200:
     platform: {arch: aarch64, march: armv9-a, description: Grace Hopper}
     cuda: {version: "12.8", compute_capabilities: ["9.0"], cudnn: "9", nccl: "2.26"}
+    pip: {constraints: ["nvidia-nccl-cu12==2.26.5", "nvidia-cudnn-cu12==9.8.0.87"]}
     mpi: {flavor: openmpi, build_packages: [libopenmpi-dev], runtime_packages: [openmpi-bin]}
     horovod: {tensor_operations: [nccl, mpi]}
     base: {image: docker.io/nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04, bootstrap: null}
