@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,19 +59,11 @@ def in_image(image: str, *command: str, timeout: float = 600) -> subprocess.Comp
     )
 
 
-@pytest.fixture(scope="session")
-def stack_out(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> Path:
-    return tmp_path_factory.mktemp("stack")
-
-
 @pytest.fixture(scope="session", params=list(VARIANTS))
-def built(request: pytest.FixtureRequest, stack_out: Path) -> Built:
-    variant = request.param
-    proc = stackbuild("build", "cpu", "--variant", variant, "--output", stack_out)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    folder = stack_out / variant
-    manifest = json.loads((folder / "manifest.json").read_text())
-    return Built(variant, folder, manifest)
+def built(request: pytest.FixtureRequest, cpu_stack_build: Callable[..., Any]) -> Built:
+    """The variant's image, built once a session (tests/engine/conftest.py: cpu_stack_build)."""
+    folder, manifest = cpu_stack_build(request.param)
+    return Built(request.param, folder, manifest)
 
 
 def test_image_imports_its_framework_without_compilers_apt_cache_or_headers(built: Built) -> None:

@@ -10,6 +10,7 @@ The tests skip, with the reason, when none of these gives an sdist or `patch` is
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -107,6 +108,9 @@ def test_patch_has_header_comment(patch_file: Path) -> None:
 
 @pytest.mark.parametrize("patch_file", PATCHES, ids=[p.name for p in PATCHES])
 def test_patch_applies_cleanly(source_tree: Path, patch_file: Path) -> None:
+    """On top of the patches before it (later ones may change lines earlier ones added)."""
+    for earlier in PATCHES[: PATCHES.index(patch_file)]:
+        assert _patch(source_tree, earlier).returncode == 0, earlier.name
     proc = _patch(source_tree, patch_file, "--dry-run")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout.lower()
@@ -120,8 +124,64 @@ def test_patches_apply_in_order(source_tree: Path) -> None:
     assert not list(source_tree.rglob("*.rej")), "rejected hunks left behind"
 
 
+#: Patches only the GPU build needs (TensorFlow's GPU stream and XLA APIs); every recipe
+#: applies all the others, in order: the CPU, KNL and GPU images have the same Horovod API.
+GPU_ONLY = {"0008-tf-gpu-stream-handle.patch", "0009-tf-xla-absl-statusor.patch"}
+API_PATCHES = [p for p in PATCHES if p.name[:4] >= "0010"]
+
+
 @pytest.mark.parametrize("recipe", shipped_recipes(), ids=lambda p: p.stem)
 def test_every_shipped_recipe_applies_all_patches_in_order(recipe: Path) -> None:
+    checked = 0
     for variant in expand_matrix(load_recipe(recipe)):
-        if variant.settings.horovod.version == HOROVOD_VERSION:
-            assert [p.resolve() for p in variant.patch_files] == [p.resolve() for p in PATCHES]
+        if variant.settings.horovod.version != HOROVOD_VERSION:
+            continue
+        applied = [p.resolve() for p in variant.patch_files]
+        gpu = any(p.name in GPU_ONLY for p in applied)
+        wanted = [p.resolve() for p in PATCHES if gpu or p.name not in GPU_ONLY]
+        assert applied == wanted, variant.name
+        checked += 1
+    assert checked, f"{recipe.name} has no Horovod {HOROVOD_VERSION} variant"
+
+
+def test_the_api_patches_are_the_audited_ones() -> None:
+    """API.md's audit names every API patch, and every patch it names exists."""
+    audit = (PATCH_DIR / "API.md").read_text()
+    assert API_PATCHES
+    for patch in API_PATCHES:
+        assert patch.name[:4] in audit, f"{patch.name} is not in API.md's audit"
+    named = set(re.findall(r"\b(00[0-9]{2})\b", audit))
+    assert named <= {p.name[:4] for p in PATCHES}, named
+
+
+def _source_after_patches(root: Path) -> Path:
+    for patch_file in PATCHES:
+        assert _patch(root, patch_file).returncode == 0, patch_file.name
+    return root / "horovod"
+
+
+def test_unsupported_apis_name_themselves_in_their_error(source_tree: Path) -> None:
+    """Adasum without MPI raises an error that names the API and what to do (0015)."""
+    tree = _source_after_patches(source_tree)
+    tf_src = (tree / "tensorflow" / "__init__.py").read_text()
+    torch_src = (tree / "torch" / "mpi_ops.py").read_text()
+    for api in ("horovod.tensorflow.allreduce", "horovod.tensorflow.grouped_allreduce"):
+        assert f"_check_adasum_controller(op, '{api}')" in tf_src
+    for api in ("horovod.torch.allreduce", "horovod.torch.grouped_allreduce"):
+        assert f"_check_adasum_controller('{api}')" in torch_src
+    assert "horovodrun --mpi or mpirun" in tf_src and "horovodrun --mpi or mpirun" in torch_src
+
+
+def test_patched_python_sources_compile(source_tree: Path) -> None:
+    """Every Python file the patches touch still compiles (a bad hunk fails here, fast)."""
+    tree = _source_after_patches(source_tree)
+    touched = {
+        line.split()[1].removeprefix("b/")
+        for patch in PATCHES
+        for line in patch.read_text().splitlines()
+        if line.startswith("+++ ") and line.split()[1].endswith(".py")
+    }
+    assert touched
+    for rel in sorted(touched):
+        path = tree.parent / rel
+        compile(path.read_text(), str(path), "exec")
