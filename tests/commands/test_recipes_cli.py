@@ -22,6 +22,7 @@ def test_list_shows_every_shipped_variant(run_cli):
         "tensorflow-gpu",
         "pytorch-gpu",
         "tensorflow-knl",
+        "pytorch-knl",
     }
     assert rows["pytorch-gpu"]["image"] == "localhost/stackbuild/pytorch:2.13-gpu-cu13"
 
