@@ -6,6 +6,7 @@ import sys
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from stackbuild import __version__
 from stackbuild.commands import ALL_COMMANDS
@@ -31,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         # e.g. `validate`'s 1 when a check fails: it must become the process's status.
         code = cli.main(args=argv, prog_name="stackbuild", standalone_mode=False)
     except StackbuildError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        # escape: messages quote recipe values and grammars ("[a-z0-9]", "[/path]"), which
+        # rich would otherwise read as markup, drop, or fail on.
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
         return exc.exit_code
     except click.exceptions.Abort:
         err_console.print("aborted")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -14,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from stackbuild.errors import RecipeError
-from stackbuild.recipe.schema import RecipeFile, Settings
+from stackbuild.recipe.schema import KIND_HINTS, MatrixRule, RecipeFile, Settings, control_character
 from stackbuild.recipe.yamlsource import KeyPath, YamlDocument, format_path, load_yaml_document
 
 
@@ -104,10 +105,23 @@ def describe_validation_error(
     doc: YamlDocument, err: Mapping[str, Any], loc: KeyPath, context: str = ""
 ) -> RecipeError:
     """Turn one pydantic error at file key path `loc` into a RecipeError with file:line."""
+    # pydantic adds the union member it tried ("constrained-int", "literal['auto']"): not a key.
+    loc = tuple(part for part in loc if not _is_union_member(part))
+    is_key = bool(loc) and loc[-1] == "[key]"  # pydantic's marker for a mapping's key
+    if is_key:
+        loc = loc[:-1]
     where = doc.where(loc)
     key = format_path(loc)
     suffix = f" ({context})" if context else ""
     kind = err["type"]
+    if is_key:
+        what = KEY_KINDS.get(str(loc[-2]) if len(loc) > 1 else "", "")
+        detail = f"it must be {what}" if what else str(err["msg"])
+        return RecipeError(
+            f"{where}: the key {_shown(loc[-1])} under {format_path(loc[:-1])} is not "
+            f"allowed{suffix}: {detail}",
+            hint=KIND_HINTS.get(kind, "rename the key"),
+        )
     if kind == "missing":
         return RecipeError(
             f"{where}: missing required value {key!r}{suffix}",
@@ -116,6 +130,22 @@ def describe_validation_error(
     if kind == "extra_forbidden":
         return RecipeError(f"{where}: unknown key {key!r}{suffix}", hint="remove it")
     value = err.get("input")
+    if kind in KIND_HINTS:
+        return RecipeError(
+            f"{where}: {key} = {_shown(value)} {err['msg']}{suffix}", hint=KIND_HINTS[kind]
+        )
+    if kind == "string_too_long":
+        return RecipeError(
+            f"{where}: {key} is {len(value)} characters long, more than "
+            f"{err.get('ctx', {}).get('max_length')}{suffix}",
+            hint="shorten it",
+        )
+    if kind == "string_pattern_mismatch" and _pattern_kind(loc):
+        what, example = _pattern_kind(loc) or ("", "")
+        return RecipeError(
+            f"{where}: {key} = {_shown(value)} is not allowed{suffix}: it must be {what}",
+            hint=f"e.g. {example}",
+        )
     if kind == "string_pattern_mismatch" and "runtime_prune" in loc:
         return RecipeError(
             f"{where}: {key} = {value!r} is not allowed{suffix}: it must be a path inside "
@@ -124,15 +154,80 @@ def describe_validation_error(
         )
     if kind == "string_pattern_mismatch":
         return RecipeError(
-            f"{where}: {key} = {value!r} is not allowed{suffix}: it may only contain letters, "
-            "digits and . _ + - ~ (and version operators for packages); shell metacharacters "
-            "such as ; & | $ ` ( ) < > quotes and spaces are rejected",
+            f"{where}: {key} = {_shown(value)} is not allowed{suffix}: it may only contain "
+            "letters, digits and . _ + - ~ (and version operators for packages); shell "
+            "metacharacters such as ; & | $ ` ( ) < > quotes and spaces are rejected",
             hint="write a plain version or package name, e.g. 2.21.0 or numpy==1.26.4",
         )
     return RecipeError(
-        f"{where}: {key}: {str(err['msg']).lower()} (got {value!r}){suffix}",
+        f"{where}: {key}: {str(err['msg']).lower()} (got {_shown(value)}){suffix}",
         hint="see recipes/README.md for the recipe format",
     )
+
+
+#: Mappings whose keys the schema checks: what a key must look like.
+KEY_KINDS = {
+    "env": "an environment variable name: letters, digits and _, not starting with a digit",
+    "build_env": "an environment variable name: letters, digits and _, not starting with a digit",
+    "labels": "an OCI label key: letters, digits and . _ - (reverse-DNS style, e.g. "
+    "org.opencontainers.image.vendor)",
+    "volumes": "an absolute path of plain characters (no `:`, no spaces, no `..`)",
+    "targets": "a lowercase name: letters, digits and . _ -",
+    "frameworks": "a lowercase name: letters, digits and . _ -",
+}
+_UNION_MEMBER = re.compile(
+    r"^(constrained-|function-|literal\[|lax-|strict-)|^(int|str|float|bool)$"
+)
+
+
+def _is_union_member(part: str | int) -> bool:
+    return isinstance(part, str) and bool(_UNION_MEMBER.match(part))
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """repr of a value for a one-line message, cut short when long."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
+#: Values that match a pattern, by (parent key, key): what the pattern wants, an example.
+_PATTERN_KINDS: dict[tuple[str, str], tuple[str, str]] = {
+    ("image", "name"): (
+        "lowercase letters, digits, . _ - / and {placeholders}",
+        "stackbuild/{framework}",
+    ),
+    ("image", "tag"): ("letters, digits, . _ - and {placeholders}", "{framework_version}-{target}"),
+    ("modules", "name"): (
+        "one file name: letters, digits, . _ + - and {placeholders}, no `/`",
+        "{framework}",
+    ),
+    ("modules", "version"): (
+        "one file name: letters, digits, . _ + - and {placeholders}, no `/`",
+        "{framework_version}-{target}",
+    ),
+    ("modules", "commands"): ("a command name: letters, digits and . _ + -", "python3"),
+    ("modules", "conflicts"): ("a module name, or name/version", "pytorch"),
+    ("jobs", "time"): ("a Slurm time limit", "01:30:00 or 1-00:00:00"),
+    ("jobs", "constraint"): ("Slurm features joined by & | , with [ ] ( ) * : !", "knl&quad"),
+    ("jobs", "qos"): ("a Slurm name: letters, digits and . _ + -", "regular"),
+    ("jobs", "account"): ("a Slurm name: letters, digits and . _ + -", "m1234"),
+    ("jobs", "shifter_modules"): ("a Shifter module name: letters, digits and . _ + -", "mpich"),
+    ("stack", "labels"): (
+        "an OCI label key: letters, digits and . _ - (reverse-DNS style)",
+        "org.opencontainers.image.vendor",
+    ),
+}
+
+
+def _pattern_kind(loc: KeyPath) -> tuple[str, str] | None:
+    """What a pattern-checked value at loc must look like, if known (list indexes skipped)."""
+    names = [part for part in loc if isinstance(part, str) and part != "[key]"]
+    for depth in (2, 3):
+        if len(names) >= depth:
+            found = _PATTERN_KINDS.get((names[-depth], names[-depth + 1]))
+            if found:
+                return found
+    return None
 
 
 def first_error(
@@ -166,6 +261,7 @@ def load_recipe(path: Path) -> Recipe:
     """Parse and check a recipe file; raise RecipeError naming file, line and key on any problem."""
     path = Path(path)
     doc = load_yaml_document(path)
+    check_control_characters(doc, doc.data, ())
     check_keys(doc, doc.data, RecipeFile, ())
     try:
         file = RecipeFile.model_validate(doc.data)
@@ -182,7 +278,49 @@ def load_recipe(path: Path) -> Recipe:
     for layer in layers:
         check_layer(doc, layer)
     _check_matrix_names(recipe)
+    _check_matrix_rules(recipe)
     return recipe
+
+
+#: Free text that may span lines: every use folds or escapes the newlines (labels join the
+#: words, module help goes into a quoted block).
+FREE_TEXT_KEYS = frozenset({"description", "license_notes", "help"})
+
+
+def check_control_characters(doc: YamlDocument, data: Any, path: KeyPath) -> None:
+    """Refuse control characters in every key and string of the file, with file:line.
+
+    Newlines are allowed only in free text (FREE_TEXT_KEYS); the schema checks each value's
+    kind as well, this pass also covers keys and values the schema takes as plain mappings.
+    """
+    if isinstance(data, dict):
+        items: list[tuple[str | int, Any]] = list(data.items())
+    elif isinstance(data, list):
+        items = list(enumerate(data))
+    else:
+        return
+    for key, value in items:
+        child = (*path, key)
+        if isinstance(key, str) and control_character(key):
+            raise RecipeError(
+                f"{doc.where(child)}: the key {_shown(key)} under "
+                f"{format_path(path)} contains the control character {control_character(key)}",
+                hint=KIND_HINTS["control_character"],
+            )
+        if isinstance(value, str):
+            free = isinstance(key, str) and key in FREE_TEXT_KEYS
+            found = control_character(value, allow_newlines=free)
+            if found:
+                newline = found in ("U+000A", "U+000D")
+                what = "a newline" if newline else f"the control character {found}"
+                raise RecipeError(
+                    f"{doc.where(child)}: {format_path(child)} = {_shown(value)} contains {what}",
+                    hint="remove it (free text may span lines, nothing else)"
+                    if free
+                    else KIND_HINTS["control_character"],
+                )
+        else:
+            check_control_characters(doc, value, child)
 
 
 def _check_matrix_names(recipe: Recipe) -> None:
@@ -193,10 +331,87 @@ def _check_matrix_names(recipe: Recipe) -> None:
     ):
         for index, name in enumerate(names):
             if name not in known:
-                close = difflib.get_close_matches(name, list(known), n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
                 raise RecipeError(
                     f"{doc.where(('matrix', kind, index))}: matrix.{kind} names {name!r}, "
                     f"which is not defined under `{kind}:`",
-                    hint=f"{hint}defined {kind}: {', '.join(sorted(known))}",
+                    hint=_did_you_mean(name, known, kind),
                 )
+            if name in names[:index]:
+                raise RecipeError(
+                    f"{doc.where(('matrix', kind, index))}: matrix.{kind} names {name!r} twice",
+                    hint="list each name once: every variant is built once",
+                )
+
+
+def _did_you_mean(name: str, known: Mapping[str, Any], kind: str) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"{hint}defined {kind}: {', '.join(sorted(known))}"
+
+
+def matrix_cells(recipe: Recipe) -> list[tuple[str, str]]:
+    """(target, framework) of every variant: matrix.targets x frameworks, minus exclusions."""
+    matrix = recipe.file.matrix
+    return [
+        (target, framework)
+        for target in matrix.targets
+        for framework in matrix.frameworks
+        if not any(rule_matches(rule, target, framework) for rule in matrix.exclude)
+    ]
+
+
+def rule_matches(rule: MatrixRule, target: str, framework: str) -> bool:
+    """Whether a match/exclude rule selects the variant target x framework."""
+    return rule.target in (None, target) and rule.framework in (None, framework)
+
+
+def _check_matrix_rules(recipe: Recipe) -> None:
+    """Exclusions and overrides must name defined things and select at least one variant."""
+    file, doc = recipe.file, recipe.document
+    matrix = file.matrix
+    every = [(t, f) for t in matrix.targets for f in matrix.frameworks]
+    rules = [(("matrix", "exclude", i), rule) for i, rule in enumerate(matrix.exclude)]
+    rules += [(("overrides", i, "match"), o.match) for i, o in enumerate(file.overrides)]
+    for key, rule in rules:
+        for kind, name, known in (
+            ("target", rule.target, file.targets),
+            ("framework", rule.framework, file.frameworks),
+        ):
+            if name is not None and name not in known:
+                raise RecipeError(
+                    f"{doc.where((*key, kind))}: {format_path((*key, kind))} names {name!r}, "
+                    f"which is not defined under `{kind}s:`",
+                    hint=_did_you_mean(name, known, f"{kind}s"),
+                )
+    for index, rule in enumerate(matrix.exclude):
+        if not any(rule_matches(rule, t, f) for t, f in every):
+            raise RecipeError(
+                f"{doc.where(('matrix', 'exclude', index))}: matrix.exclude[{index}] "
+                f"({_describe_rule(rule)}) excludes no variant of the matrix",
+                hint="remove it, or name a target and framework that matrix.targets and "
+                "matrix.frameworks list",
+            )
+    cells = matrix_cells(recipe)
+    if not cells:
+        raise RecipeError(
+            f"{doc.where(('matrix', 'exclude'))}: matrix.exclude removes every variant: "
+            "the recipe would build nothing",
+            hint="remove or narrow an exclusion (each rule drops the variants it matches)",
+        )
+    # An override of an excluded variant stays valid, so that an exclusion can be toggled
+    # without editing the overrides; one that matches no cell of the matrix is a mistake.
+    for index, override in enumerate(file.overrides):
+        if not any(rule_matches(override.match, t, f) for t, f in every):
+            raise RecipeError(
+                f"{doc.where(('overrides', index, 'match'))}: overrides[{index}].match "
+                f"({_describe_rule(override.match)}) selects no variant of the matrix, so its "
+                "settings never apply",
+                hint="variants: "
+                + ", ".join(f"{f}-{t}" for t, f in cells)
+                + "; fix the match (or the matrix), or remove the override",
+            )
+
+
+def _describe_rule(rule: MatrixRule) -> str:
+    parts = [f"{k}: {v}" for k, v in (("target", rule.target), ("framework", rule.framework)) if v]
+    return ", ".join(parts) or "matches everything"

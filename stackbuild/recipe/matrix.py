@@ -12,8 +12,22 @@ from typing import Any
 from pydantic import ValidationError
 
 from stackbuild.errors import RecipeError
-from stackbuild.recipe.loader import Layer, Recipe, describe_validation_error
-from stackbuild.recipe.schema import Settings, StackInfo
+from stackbuild.recipe.cuda import check_cuda_facts
+from stackbuild.recipe.loader import (
+    Layer,
+    Recipe,
+    describe_validation_error,
+    matrix_cells,
+    rule_matches,
+)
+from stackbuild.recipe.schema import (
+    IMAGE_TAG,
+    PATH_SEGMENT,
+    REMOTE_NAME,
+    Settings,
+    StackInfo,
+    image_reference_problem,
+)
 from stackbuild.recipe.yamlsource import KeyPath, format_path
 
 
@@ -119,16 +133,74 @@ def _major_minor(version: str) -> str:
 
 
 def _fill(template: str, values: dict[str, str], recipe: Recipe, key: KeyPath) -> str:
-    """Fill {placeholders} in a name template, with a clear error for unknown ones."""
-    names = {f for _, f, _, _ in string.Formatter().parse(template) if f}
-    unknown = sorted(names - values.keys())
-    if unknown:
+    """Fill {placeholders} in a name template, with a clear error for unknown ones.
+
+    Only bare {name} fields are substituted: no format specs, conversions, attribute or
+    index access, which str.format would evaluate.
+    """
+    where = f"{recipe.document.where(key)}: {format_path(key)} = {template!r}"
+    available = f"available: {', '.join('{' + v + '}' for v in sorted(values))}"
+    try:
+        fields = list(string.Formatter().parse(template))
+    except ValueError:
         raise RecipeError(
-            f"{recipe.document.where(key)}: {format_path(key)} uses unknown placeholder "
-            f"{{{unknown[0]}}}",
-            hint=f"available: {', '.join('{' + v + '}' for v in sorted(values))}",
+            f"{where} has an unbalanced {{ or }}",
+            hint=f"write placeholders as {{name}}; {available}",
+        ) from None
+    out = []
+    for literal, field_name, spec, conversion in fields:
+        out.append(literal)
+        if field_name is None:
+            continue
+        if spec or conversion or field_name not in values:
+            shown = "{" + field_name + "}"
+            raise RecipeError(f"{where} uses unknown placeholder {shown}", hint=available)
+        out.append(values[field_name])
+    return "".join(out)
+
+
+#: What each filled name must be: the OCI distribution grammar, or one file-name segment.
+NAME_RULES = {
+    ("image", "name"): (
+        REMOTE_NAME,
+        "an OCI repository name: lowercase [a-z0-9] components joined by . _ __ or -, "
+        "separated by /",
+    ),
+    ("image", "tag"): (
+        IMAGE_TAG,
+        "an OCI tag: up to 128 letters, digits and _ . -, not starting with . or -",
+    ),
+    ("modules", "name"): (PATH_SEGMENT, "one file name: letters, digits, . _ + -, no leading ."),
+    ("modules", "version"): (
+        PATH_SEGMENT,
+        "one file name: letters, digits, . _ + -, no leading .",
+    ),
+}
+
+
+def _check_names(
+    variant_name: str,
+    names: dict[KeyPath, str],
+    reference: str,
+    where: Callable[[KeyPath], str],
+) -> None:
+    """Filled names must be what registries and file systems accept (NAME_RULES)."""
+    for key, value in names.items():
+        pattern, what = NAME_RULES[key]
+        if not pattern.fullmatch(value):
+            raise RecipeError(
+                f"{where(key)}: {format_path(key)} becomes {value!r} in variant {variant_name}, "
+                f"which is not {what}",
+                hint=f"change {format_path(key)} (placeholders take the target's and "
+                "framework's names and versions)",
+            )
+    problem = image_reference_problem(reference)
+    if problem:
+        raise RecipeError(
+            f"{where(('image', 'name'))}: the image reference of variant {variant_name}, "
+            f"{reference!r}, {problem}",
+            hint="shorten image.registry or image.name",
         )
-    return template.format(**values)
 
 
 def resolve_variant(recipe: Recipe, target: str, framework: str) -> Variant:
@@ -140,8 +212,7 @@ def resolve_variant(recipe: Recipe, target: str, framework: str) -> Variant:
         recipe.layer_for_framework(framework),
     ]
     for index, override in enumerate(recipe.file.overrides):
-        rule = override.match
-        if rule.target in (None, target) and rule.framework in (None, framework):
+        if rule_matches(override.match, target, framework):
             layers.append(recipe.layer_for_override(index))
     prov: dict[KeyPath, Source] = {}
     merged: dict[str, Any] = {}
@@ -166,6 +237,9 @@ def resolve_variant(recipe: Recipe, target: str, framework: str) -> Variant:
                 file_loc = (*origin[loc[:n]], *loc[n:])
                 break
         raise describe_validation_error(doc, err, file_loc, context=f"in variant {name}") from None
+    check_cuda_facts(
+        settings, name, lambda key: doc.where(origin.get(key, origin.get(key[:1], key)))
+    )
     for path in _leaf_paths(settings.model_dump()):
         if not any(path[: len(p)] == p for p in prov):
             prov[path] = DEFAULT_SOURCE
@@ -189,19 +263,23 @@ def resolve_variant(recipe: Recipe, target: str, framework: str) -> Variant:
         "cuda_major": settings.cuda.version.split(".")[0] if settings.cuda else "none",
     }
 
-    def fill(template: str, key: KeyPath) -> str:
+    def where(key: KeyPath) -> str:
+        """file:line of the layer that set a resolved key, else of the variant's target."""
+        return doc.where(origin.get(key, ("targets", target)))
+
+    def fill(key: KeyPath) -> str:
+        section = getattr(settings, str(key[0]))
+        template = getattr(section, str(key[1]))
         return _fill(template, values, recipe, origin.get(key, key))
 
-    patches = []
-    for index, patch in enumerate(settings.horovod.patches):
-        file = (recipe.path.parent / patch.path).resolve()
-        if not file.is_file():
-            key = origin.get(("horovod", "patches"), ("horovod", "patches"))
-            raise RecipeError(
-                f"{doc.where((*key, index))}: patch {patch.path!r} not found (looked for {file})",
-                hint="patch paths are relative to the recipe file",
-            )
-        patches.append(file)
+    def where_name(key: KeyPath) -> str:
+        # A name left at its default is made of the framework's name and version.
+        return doc.where(origin.get(key, ("frameworks", framework)))
+
+    names = {key: fill(key) for key in NAME_RULES}
+    reference = f"{settings.image.registry}/{names['image', 'name']}:{names['image', 'tag']}"
+    _check_names(name, names, reference, where_name)
+    check_variant_rules(name, target, settings, where)
     return Variant(
         recipe_name=stack.name,
         recipe_path=recipe.path,
@@ -211,26 +289,90 @@ def resolve_variant(recipe: Recipe, target: str, framework: str) -> Variant:
         framework=framework,
         settings=settings,
         provenance=prov,
-        image_name=fill(settings.image.name, ("image", "name")),
-        image_tag=fill(settings.image.tag, ("image", "tag")),
-        module_name=fill(settings.modules.name, ("modules", "name")),
-        module_version=fill(settings.modules.version, ("modules", "version")),
-        patch_files=tuple(patches),
+        image_name=names["image", "name"],
+        image_tag=names["image", "tag"],
+        module_name=names["modules", "name"],
+        module_version=names["modules", "version"],
+        patch_files=_patch_files(recipe, settings, where),
     )
+
+
+def _patch_files(
+    recipe: Recipe, settings: Settings, where: Callable[[KeyPath], str]
+) -> tuple[Path, ...]:
+    """The patch files, each inside the recipe's directory tree (symlinks resolved)."""
+    root = recipe.path.parent.resolve()
+    files: list[Path] = []
+    for index, patch in enumerate(settings.horovod.patches):
+        at = f"{where(('horovod', 'patches'))}: horovod.patches[{index}]"
+        file = (root / patch.path).resolve()
+        if not file.is_relative_to(root):
+            raise RecipeError(
+                f"{at}: patch {patch.path!r} resolves to {file}, outside the recipe's "
+                f"directory {root}",
+                hint="keep patches beside the recipe (a symbolic link must point inside too)",
+            )
+        if not file.is_file():
+            raise RecipeError(
+                f"{at}: patch {patch.path!r} not found (looked for {file})",
+                hint="patch paths are relative to the recipe file",
+            )
+        clash = [f for f in files if f.name == file.name]
+        if clash:
+            raise RecipeError(
+                f"{at}: patch {patch.path!r} has the same file name as {clash[0]}: the build "
+                "context keeps patches by file name, so one would replace the other",
+                hint="rename one of the two patch files",
+            )
+        files.append(file)
+    return tuple(files)
+
+
+def check_variant_rules(
+    name: str, target: str, settings: Settings, where: Callable[[KeyPath], str]
+) -> None:
+    """Cross-field rules whose breach makes a variant unbuildable or its modules broken."""
+    h = settings.horovod
+    if "nccl" in h.tensor_operations and settings.cuda is None:
+        raise RecipeError(
+            f"{where(('horovod', 'tensor_operations'))}: horovod.tensor_operations lists nccl "
+            f"(GPU tensor operations), but variant {name} has no `cuda:`: NCCL needs CUDA",
+            hint=f"drop nccl for this target (set horovod.tensor_operations under "
+            f"targets.{target}), or give target {target} a `cuda:` section",
+        )
+    for op in ("mpi", "gloo"):
+        if op in h.tensor_operations and op not in h.controllers:
+            raise RecipeError(
+                f"{where(('horovod', 'tensor_operations'))}: horovod.tensor_operations lists "
+                f"{op}, but horovod.controllers ({', '.join(h.controllers)}) does not: Horovod "
+                f"has no {op.upper()} operations without the {op.upper()} controller "
+                f"(variant {name})",
+                hint=f"add {op} to horovod.controllers, or remove it from tensor_operations",
+            )
+    flavor, other = settings.mpi.flavor, {"mpich": "openmpi", "openmpi": "mpich"}
+    mixed = [
+        p
+        for p in (*settings.mpi.build_packages, *settings.mpi.runtime_packages)
+        if other[flavor] in p.lower()
+    ]
+    if mixed:
+        raise RecipeError(
+            f"{where(('mpi', 'flavor'))}: mpi.flavor is {flavor}, but the MPI packages include "
+            f"{mixed[0]!r} (variant {name}): Horovod would be compiled against another MPI "
+            "than the one the image is labelled and launched with",
+            hint=f"set mpi.build_packages and mpi.runtime_packages to {flavor}'s packages",
+        )
+    if "torchrun" in settings.modules.commands and settings.pytorch is None:
+        raise RecipeError(
+            f"{where(('modules', 'commands'))}: modules.commands has torchrun, but variant "
+            f"{name} has no PyTorch: its wrapper would run a command the image lacks",
+            hint="list torchrun only for PyTorch variants (e.g. under frameworks.pytorch)",
+        )
 
 
 def expand_matrix(recipe: Recipe) -> list[Variant]:
     """Every variant of the recipe, in matrix order, minus exclusions."""
-    variants = []
-    for target in recipe.file.matrix.targets:
-        for framework in recipe.file.matrix.frameworks:
-            excluded = any(
-                rule.target in (None, target) and rule.framework in (None, framework)
-                for rule in recipe.file.matrix.exclude
-            )
-            if not excluded:
-                variants.append(resolve_variant(recipe, target, framework))
-    return variants
+    return [resolve_variant(recipe, t, f) for t, f in matrix_cells(recipe)]
 
 
 def select_variant(variants: list[Variant], name: str) -> Variant:

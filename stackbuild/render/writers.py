@@ -22,9 +22,14 @@ from stackbuild.recipe.matrix import Variant
 from stackbuild.render.context import STACKBUILD_DIR, SYSTEM_PATH, VENV, BuildContext
 from stackbuild.render.environment import render_template
 from stackbuild.render.spython_adapter import parse_containerfile_text, write_definition
-from validation.cli import evaluate_arguments
 from validation.launch import SRUN_MPI_PLUGINS
-from validation.runner import ValidationRequest, plan_jobs, probe_file
+from validation.plan import (
+    ValidationRequest,
+    evaluate_arguments,
+    plan_jobs,
+    probe_file,
+    stack_expectations,
+)
 
 VALIDATION_PACKAGE = PROJECT_ROOT / "validation"
 GENERATOR = f"stackbuild {__version__}"
@@ -45,12 +50,42 @@ WriterFunc = Callable[[Variant, jinja2.Environment], list[RenderedFile]]
 WRITERS: dict[str, WriterFunc] = {}
 
 
+def contained_path(path: str, writer_name: str) -> str:
+    """path, if it names a file inside the variant's directory, else a TemplateError.
+
+    The last guard behind the schema: whatever a recipe value or a site template makes of a
+    file name, a render never writes outside its output directory.
+    """
+    parts = path.split("/")
+    if (
+        not path
+        or path.startswith("/")
+        or "\\" in path
+        or re.search(r"[\x00-\x1f\x7f]", path)
+        or any(part in ("", ".", "..") for part in parts)
+    ):
+        raise TemplateError(
+            f"the {writer_name} writer made the file name {path!r}, which is not a plain "
+            "relative path inside the variant's directory: refusing to write it",
+            hint="module names, versions and commands must be single file names "
+            "(no `/`, no `..`); see recipes/README.md",
+        )
+    return path
+
+
 def writer(name: str) -> Callable[[WriterFunc], WriterFunc]:
-    """Register a writer for an output format."""
+    """Register a writer for an output format; every path it returns is checked."""
 
     def register(func: WriterFunc) -> WriterFunc:
-        WRITERS[name] = func
-        return func
+        def guarded(variant: Variant, env: jinja2.Environment) -> list[RenderedFile]:
+            files = func(variant, env)
+            for item in files:
+                contained_path(item.path, name)
+            return files
+
+        guarded.__name__, guarded.__doc__ = func.__name__, func.__doc__
+        WRITERS[name] = guarded
+        return guarded
 
     return register
 
@@ -172,6 +207,26 @@ def write_containerfile(variant: Variant, env: jinja2.Environment) -> list[Rende
         _text("files/pip-env.sh", render_template(env, "files/pip-env.sh.j2", context)),
         _text("files/prune-runtime.sh", render_template(env, "files/prune-runtime.sh.j2", context)),
         _text("files/requirements-frameworks.txt", "\n".join(ctx.framework_requirements) + "\n"),
+        *(
+            [_text("files/constraints.txt", "\n".join(ctx.constraints) + "\n")]
+            if ctx.constraints
+            else []
+        ),
+        *(
+            [_text("files/requirements-build.txt", "\n".join(ctx.build_requirements) + "\n")]
+            if ctx.build_requirements
+            else []
+        ),
+        *(
+            [
+                _text(
+                    "files/cuda-libraries.sh",
+                    render_template(env, "files/cuda-libraries.sh.j2", context),
+                )
+            ]
+            if variant.settings.cuda is not None
+            else []
+        ),
         _text(
             "files/horovod/build-horovod.sh",
             render_template(env, "files/build-horovod.sh.j2", context),
@@ -191,6 +246,11 @@ def write_containerfile(variant: Variant, env: jinja2.Environment) -> list[Rende
                     "target": variant.target,
                     "cuda": variant.settings.cuda is not None,
                     "generator": GENERATOR,
+                    "expect": stack_expectations(
+                        variant.settings.model_dump(mode="json"),
+                        variant.frameworks,
+                        variant.target,
+                    ),
                 }
             ),
         ),
@@ -262,6 +322,18 @@ def help_text(variant: Variant) -> str:
         f"  module load {variant.module_name}/{variant.module_version}",
         "  srun -n 4 python train.py",
     ]
+    if s.cuda is not None:
+        driver = f"; needs NVIDIA driver R{s.cuda.driver} or newer" if s.cuda.driver else ""
+        lines[5:5] = [
+            f"GPU:       CUDA {s.cuda.version}, cuDNN {s.cuda.cudnn}, NCCL {s.cuda.nccl}, "
+            f"compute capabilities {', '.join(s.cuda.compute_capabilities)}{driver}"
+        ]
+    if BuildContext(variant).hierarchical_allreduce:
+        lines += [
+            "",
+            "Horovod all-reduces hierarchically (HOROVOD_HIERARCHICAL_ALLREDUCE=1): NCCL inside",
+            "a node, MPI between nodes; set it to 0 to all-reduce over NCCL across all ranks.",
+        ]
     if s.modules.help:
         lines += ["", s.modules.help.strip()]
     return "\n".join(lines)
