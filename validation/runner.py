@@ -40,6 +40,7 @@ from validation.plan import (
     ValidationRequest,
     launcher_passes,
     multi_rank_sync,
+    needs_avx512,
     plan_jobs,
     probe_file,
 )
@@ -208,7 +209,8 @@ def evaluate(request: ValidationRequest, jobs: list[Job]) -> list[CheckResult]:
             expect = probe.get("expect") or request.expect
             if expect:
                 # An image of ours: every stack item is checked against its recipe.
-                results += stack_checks(probe, expect)
+                runs_here = not needs_avx512(expect) or request.host_avx512
+                results += stack_checks(probe, expect, runs_here)
                 continue
             if job.framework == "tensorflow":
                 results.append(OneDNNCheck().evaluate(probe))

@@ -348,8 +348,15 @@ class GpuVisibleCheck(Check):
         return self.result(fw, True, gpus, 1, "GPUs >=")
 
 
-def stack_checks(probe: Probe, expect: Expect) -> list[CheckResult]:
-    """Every stack check that applies to this probe, given the recipe's expectations."""
+#: Checks that run Horovod's compiled code: an AVX-512 build cannot on a CPU without it.
+RUN_HOROVOD = (HorovodBuildCheck, MpiFlavorCheck, CleanLibraryPathCheck, HorovodNcclCheck)
+
+
+def stack_checks(probe: Probe, expect: Expect, runs_here: bool = True) -> list[CheckResult]:
+    """Every stack check that applies to this probe, given the recipe's expectations.
+
+    runs_here False: the image's compiled code needs an instruction set this machine lacks
+    (AVX-512), so the checks that run it are reported as not run, with the reason."""
     fw = probe["framework"]
     checks: list[Check] = [
         FrameworkVersionCheck(),
@@ -373,4 +380,14 @@ def stack_checks(probe: Probe, expect: Expect) -> list[CheckResult]:
         ]
         if fw == "pytorch":
             checks.append(TorchNcclBackendCheck())
-    return [check.evaluate(probe, expect) for check in checks]  # type: ignore[attr-defined]
+    results = []
+    for check in checks:
+        if not runs_here and isinstance(check, RUN_HOROVOD):
+            reason = (
+                f"not run: needs AVX-512 (Horovod is compiled for -march={expect.get('march')})"
+                " and this machine's CPU has none"
+            )
+            results.append(check.result("horovod", None, None, None, "n/a", reason, NOT_RUN))
+            continue
+        results.append(check.evaluate(probe, expect))  # type: ignore[attr-defined]
+    return results

@@ -14,6 +14,7 @@ from functools import cached_property
 
 from stackbuild import __version__
 from stackbuild.recipe.matrix import Variant
+from validation.plan import AVX512_MARCHES
 
 VENV = "/opt/venv"
 STACKBUILD_DIR = "/opt/stackbuild"
@@ -237,6 +238,11 @@ class BuildContext:
         env.update(self.distribution_environment)
         env.update(s.env)
         return env
+
+    @property
+    def needs_avx512(self) -> bool:
+        """Code compiled for this target needs AVX-512: it cannot run on every build host."""
+        return self.settings.platform.march in AVX512_MARCHES
 
     @property
     def hierarchical_allreduce(self) -> bool:

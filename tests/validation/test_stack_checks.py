@@ -232,3 +232,17 @@ def test_every_image_carries_its_expectations(write_recipe) -> None:
     expect = json.loads(info.content)["expect"]
     assert expect["cuda"]["version"] == "13.0" and expect["cuda"]["nccl"] == "2.29.7"
     assert expect["horovod"]["tensor_operations"] == ["NCCL", "MPI"]
+
+
+def test_checks_that_run_horovod_are_not_run_where_its_instruction_set_is_missing() -> None:
+    knl = shipped("knl", "pytorch-knl")
+    probe = cpu_probe()
+    probe["horovod"] = {"available": True, "reason": "check-build crashed (SIGILL)"}
+    probe["horovod_isa"]["libraries"]["horovod/torch/mpi_lib_v2.so"]["zmm"] = 12
+    named = by_name(stack_checks(probe, knl, runs_here=False))
+    for check in ("horovod-build", "mpi-flavor", "horovod-import-empty-ld-path"):
+        assert named[check].verdict == "not-run" and "needs AVX-512" in named[check].detail
+    assert named["horovod-isa"].verdict == "pass"
+    assert report_verdict(list(named.values())) == (
+        "built and stack-checked; not run: needs AVX-512"
+    )
