@@ -136,6 +136,18 @@ class BuildContext:
         return env
 
     @cached_property
+    def download_cache_key(self) -> str:
+        """Key of the build cache's download folder: the places pip takes packages from."""
+        s = self.settings
+        sources = {
+            "pip": s.pip.model_dump(
+                mode="json", include={"index_url", "extra_index_urls", "find_links", "wheelhouse"}
+            ),
+            "pytorch_index": s.pytorch.index_url if s.pytorch else None,
+        }
+        return hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()[:16]
+
+    @cached_property
     def horovod_environment(self) -> dict[str, str]:
         """HOROVOD_* switches for the wheel build, from frameworks, MPI, ops and the target."""
         s, h = self.settings, self.settings.horovod

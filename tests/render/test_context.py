@@ -124,3 +124,19 @@ def test_horovod_cache_key_follows_patch_contents(tmp_path):
     patch.write_text("--- a/x\n+++ b/x\n@@ changed\n")
     two = BuildContext(dataclasses.replace(base, patch_files=(patch,))).horovod_cache_key
     assert one != two
+
+
+def test_builds_with_other_package_sources_keep_their_downloads_apart():
+    # The CPU wheelhouse's torch 2.13.0+cpu satisfies ==2.13.0: a GPU build must never see it.
+    keys = {
+        name: BuildContext(variant(recipe, name)).download_cache_key
+        for recipe, name in (
+            ("cpu", "pytorch-cpu"),
+            ("cpu", "tensorflow-cpu"),
+            ("knl", "pytorch-knl"),
+            ("gpu", "pytorch-gpu"),
+            ("gpu", "tensorflow-gpu"),
+        )
+    }
+    assert keys["pytorch-cpu"] == keys["tensorflow-cpu"] == keys["pytorch-knl"]
+    assert keys["pytorch-gpu"] == keys["tensorflow-gpu"] != keys["pytorch-cpu"]
