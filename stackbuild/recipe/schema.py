@@ -326,8 +326,9 @@ class Mpi(Strict):
     @classmethod
     def _packages_of_the_flavor(cls, data: Any) -> Any:
         """Packages left unset are the flavor's Debian packages, not always MPICH's."""
-        if isinstance(data, dict) and data.get("flavor") in MPI_PACKAGES:
-            build, runtime = MPI_PACKAGES[data["flavor"]]
+        flavor = data.get("flavor") if isinstance(data, dict) else None
+        if isinstance(flavor, str) and flavor in MPI_PACKAGES:
+            build, runtime = MPI_PACKAGES[flavor]
             data = {"build_packages": build, "runtime_packages": runtime} | data
         return data
 

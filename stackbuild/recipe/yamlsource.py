@@ -76,7 +76,8 @@ class _RecipeLoader(yaml.SafeLoader):
                 mark = self.peek_event().start_mark
                 raise RecipeError(
                     f"{self.recipe_path}:{mark.line + 1}: nested more than {MAX_DEPTH} levels deep",
-                    hint=_SIZE_HINT,
+                    hint="a recipe nests a few levels (targets: NAME: env: KEY: value); look for "
+                    "brackets that never close",
                 )
             return super().compose_node(parent, index)
         finally:
