@@ -95,6 +95,7 @@ EXPECTED = {
     "53-nodes-huge": "defaults.jobs.nodes: input should be less than or equal to 1000000",
     "54-controllers-empty": "defaults.horovod.controllers: list should have at least 1 item",
     "55-description-too-long": "stack.description is 9001 characters long, more than 8192",
+    "56-mpi-flavor-list": "targets.cpu.mpi.flavor: input should be 'mpich' or 'openmpi'",
     "60-nccl-without-cuda": "horovod.tensor_operations lists nccl (GPU tensor operations), but "
     "variant pytorch-cpu has no `cuda:`",
     "61-mpi-ops-without-mpi": "horovod.tensor_operations lists mpi, but horovod.controllers "
