@@ -289,9 +289,9 @@ class Cuda(Strict):
     version: Version
     # The oldest NVIDIA driver branch that runs this CUDA userspace on the nodes.
     driver: Version | None = None
-    compute_capabilities: list[Annotated[str, StringConstraints(pattern=r"^\d+\.\d+$")]] = Field(
-        min_length=1
-    )
+    compute_capabilities: list[
+        Annotated[str, StringConstraints(pattern=r"^[0-9]{1,2}\.[0-9]$")]
+    ] = Field(min_length=1)
     cudnn: Version
     nccl: Version
     # Debian packages for the builder stage (none: the CUDA userspace comes from pip).

@@ -84,7 +84,7 @@ def test_gpu_target_without_pinned_wheels_fails(write_recipe):
     start = GPU.index('      constraints:\n        - "torch==2.13.0"')
     end = GPU.index("    modules:\n      commands: [python, python3, horovodrun, torchrun]")
     text = GPU[:start] + GPU[end:]
-    with pytest.raises(RecipeError, match="no pip.constraints"):
+    with pytest.raises(RecipeError, match=r"no pip\.constraints"):
         load(write_recipe, text)
 
 
