@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from validation.plan import DEFAULT_MIN_SCALING_EFFICIENCY
+
 RankResults = list[dict[str, Any]]
 
 PASS, FAIL, SKIP, NOT_RUN = "pass", "fail", "skip", "not-run"
@@ -337,7 +339,7 @@ class WeakScalingCheck(Check):
         "baseline included, pinned to its own share of the cores (launch_env.rank_cores)"
     )
 
-    def __init__(self, min_efficiency: float = 0.6) -> None:
+    def __init__(self, min_efficiency: float = DEFAULT_MIN_SCALING_EFFICIENCY) -> None:
         self.min_efficiency = min_efficiency
 
     @staticmethod

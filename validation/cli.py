@@ -12,7 +12,7 @@ from pathlib import Path
 from validation.config import FRAMEWORKS, SIZES, SUITES
 from validation.launch import LAUNCHERS, RUNTIMES
 from validation.launch_env import COMM_PRIORITIES
-from validation.plan import ValidationRequest
+from validation.plan import DEFAULT_MIN_SCALING_EFFICIENCY, ValidationRequest
 from validation.report import failure_lines, summary_line, write_html, write_json
 from validation.runner import evaluate_recorded
 from validation.spec import FAULTS, RunSpec
@@ -148,7 +148,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image", help="the image validated (names the report)")
     p.add_argument("--config", choices=SIZES, default="small")
     p.add_argument("--expect-gpu", action="store_true", help="GPU target: require CUDA and NCCL")
-    p.add_argument("--min-scaling-efficiency", type=float, default=0.6)
+    p.add_argument("--min-scaling-efficiency", type=float, default=DEFAULT_MIN_SCALING_EFFICIENCY)
 
 
 def _evaluate(args: argparse.Namespace) -> int:

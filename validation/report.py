@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from validation.plan import DEFAULT_MIN_SCALING_EFFICIENCY
+
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 VERDICT_COLOURS = {"pass": "#d4edda", "fail": "#f8d7da", "skip": "#eeeeee", "not-run": "#fff3cd"}
 
@@ -203,7 +205,9 @@ def render_html(report: dict[str, Any]) -> str:
         svg_bar_chart(
             efficiency,
             "weak-scaling efficiency (per-rank samples/s vs 1 rank)",
-            reference=report.get("request", {}).get("min_scaling_efficiency", 0.6),
+            reference=report.get("request", {}).get(
+                "min_scaling_efficiency", DEFAULT_MIN_SCALING_EFFICIENCY
+            ),
         )
         if efficiency
         else "<p>no multi-rank runs</p>"

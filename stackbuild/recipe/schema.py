@@ -21,6 +21,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from validation.plan import DEFAULT_MIN_SCALING_EFFICIENCY
+
 # Strings that end up on shell lines unquoted by people's habits: keep them boring.
 # Shell metacharacters (; & | $ ` ( ) < > space quotes backslash) are rejected.
 Version = Annotated[
@@ -441,8 +443,8 @@ class Jobs(Strict):
     )
     config: Literal["small", "full"] = "small"
     # Weak-scaling efficiency below which the job's validation fails; the reference is
-    # 93.5% at 2 KNL nodes (REFERENCE.md, CosmoFlow), 0.6 leaves room for busier systems.
-    min_scaling_efficiency: float = Field(default=0.6, ge=0, le=1)
+    # validation.plan.DEFAULT_MIN_SCALING_EFFICIENCY says why.
+    min_scaling_efficiency: float = Field(default=DEFAULT_MIN_SCALING_EFFICIENCY, ge=0, le=1)
     volumes: dict[AbsolutePath, AbsolutePath] = Field(default_factory=dict)
 
 
