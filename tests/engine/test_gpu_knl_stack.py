@@ -15,6 +15,7 @@ tensorflow-gpu and tensorflow-knl are built by the main job only (README, "Tests
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -153,10 +154,14 @@ def test_validation_stack_checks_pass_but_the_verdict_is_not_passed(
         "pytorch-knl": "built and stack-checked; not run: needs AVX-512",
     }[built.variant]
     assert wanted in proc.stdout
+    scaling = []
     for launcher, report in reports.items():
-        assert report["verdict"] == wanted, launcher
         failed = [c for c in report["checks"] if c["verdict"] == "fail"]
-        assert not failed, (launcher, failed)
+        assert not [c for c in failed if c["category"] != "scaling"], (launcher, failed)
+        scaling += [f"{launcher}: {c['subject']} {c['measured']}" for c in failed]
+        # A scaling failure (the CPU fallback on a busy machine) makes the verdict "failed":
+        # never "passed" either way.
+        assert report["verdict"] == (wanted if not failed else "failed"), launcher
         named = checks(report)
         for name in ("framework-version", "no-compiler", "horovod-isa"):
             assert {c["verdict"] for c in named[name]} == {"pass"}, (launcher, name)
@@ -179,7 +184,11 @@ def test_validation_stack_checks_pass_but_the_verdict_is_not_passed(
             trained = [c for c in named["job-completed"] if "needs AVX-512" in c["detail"]]
             assert trained and all(c["verdict"] == "not-run" for c in trained)
     record = read_validation_record(built.folder)
-    assert record is not None and not record.passed and wanted in record.verdicts
+    assert record is not None and not record.passed
+    if scaling and os.environ.get("STACKBUILD_LENIENT_SCALING") == "1":
+        pytest.skip("weak scaling below 0.6 (STACKBUILD_LENIENT_SCALING=1): " + "; ".join(scaling))
+    assert not scaling, "weak scaling of the CPU fallback below 0.6: " + "; ".join(scaling)
+    assert wanted in record.verdicts
 
 
 def test_publish_refuses_an_image_that_was_not_validated(
