@@ -188,38 +188,43 @@ class CudaArchCheck(Check):
         )
 
 
-class CudnnVersionCheck(Check):
+class _LibraryVersionCheck(Check):
+    """A CUDA library in the image is the version the recipe names (PyTorch reports its
+    own; for TensorFlow the installed wheel's version is what it loads)."""
+
+    category = "gpu-stack"
+    source = SOURCE_RECIPE
+    library = ""  # key in the recipe's cuda facts and in the probe's userspace
+    torch_key = ""  # what torch_info() reports for it
+    label = ""
+
+    def evaluate(self, probe: Probe, expect: Expect) -> CheckResult:
+        fw, info = _fw(probe)
+        wanted = expect["cuda"][self.library]
+        wheel = ((probe.get("cuda") or {}).get("userspace") or {}).get(self.library)
+        found = info.get(self.torch_key) if fw == "pytorch" else wheel
+        return self.result(
+            fw,
+            _prefix_match(found, wanted),
+            found,
+            wanted,
+            "version ==",
+            f"{self.label} wheel {wheel}",
+        )
+
+
+class CudnnVersionCheck(_LibraryVersionCheck):
     """cuDNN in the image is the version the recipe names."""
 
     name = "cudnn-version"
-    category = "gpu-stack"
-    source = SOURCE_RECIPE
-
-    def evaluate(self, probe: Probe, expect: Expect) -> CheckResult:
-        fw, info = _fw(probe)
-        wanted = expect["cuda"]["cudnn"]
-        wheel = ((probe.get("cuda") or {}).get("userspace") or {}).get("cudnn")
-        found = info.get("cudnn_version") if fw == "pytorch" else wheel
-        return self.result(
-            fw, _prefix_match(found, wanted), found, wanted, "version ==", f"cuDNN wheel {wheel}"
-        )
+    library, torch_key, label = "cudnn", "cudnn_version", "cuDNN"
 
 
-class NcclVersionCheck(Check):
+class NcclVersionCheck(_LibraryVersionCheck):
     """NCCL in the image is the version the recipe names."""
 
     name = "nccl-version"
-    category = "gpu-stack"
-    source = SOURCE_RECIPE
-
-    def evaluate(self, probe: Probe, expect: Expect) -> CheckResult:
-        fw, info = _fw(probe)
-        wanted = expect["cuda"]["nccl"]
-        wheel = ((probe.get("cuda") or {}).get("userspace") or {}).get("nccl")
-        found = info.get("nccl_version") if fw == "pytorch" else wheel
-        return self.result(
-            fw, _prefix_match(found, wanted), found, wanted, "version ==", f"NCCL wheel {wheel}"
-        )
+    library, torch_key, label = "nccl", "nccl_version", "NCCL"
 
 
 class TorchNcclBackendCheck(Check):
