@@ -27,6 +27,18 @@ _TF_ONEDNN_PROBE = (
 )
 
 
+def _run_python(code: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a fresh process of this Python (a crash there cannot take the probe down)."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def parse_onednn_verbose(text: str) -> dict[str, int]:
     """Count executed oneDNN primitives by kind from ONEDNN_VERBOSE=1 output."""
     counts: dict[str, int] = {}
@@ -41,14 +53,7 @@ def parse_onednn_verbose(text: str) -> dict[str, int]:
 def tf_onednn_primitives(env: dict[str, str] | None = None, timeout: float = 120) -> dict[str, Any]:
     """Run a conv2d in a fresh TensorFlow process with ONEDNN_VERBOSE=1 and count primitives."""
     run_env = {**os.environ, **(env or {}), "ONEDNN_VERBOSE": "1", "TF_CPP_MIN_LOG_LEVEL": "0"}
-    proc = subprocess.run(
-        [sys.executable, "-c", _TF_ONEDNN_PROBE],
-        env=run_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    proc = _run_python(_TF_ONEDNN_PROBE, run_env, timeout)
     output = proc.stdout + proc.stderr
     return {
         "returncode": proc.returncode,
@@ -214,14 +219,7 @@ def horovod_import_clean_env(framework: str, timeout: float = 180) -> dict[str, 
         "'gloo_built': bool(hvd.gloo_built()), 'loaded': libs}))"
     )
     env = {**os.environ, "LD_LIBRARY_PATH": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    proc = _run_python(code, env, timeout)
     result: dict[str, Any] = {"ok": proc.returncode == 0, "module": module}
     if proc.returncode == 0:
         result.update(json.loads(proc.stdout.strip().splitlines()[-1]))

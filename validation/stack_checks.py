@@ -38,6 +38,15 @@ def _nccl_code(code: int) -> str:
     return f"{major}.{minor}.{patch}"
 
 
+def _present_exactly_when(
+    check: Check, subject: str, count: int, wanted: bool, what: str, detail: str
+) -> CheckResult:
+    """Pass if `count` things were found exactly when the recipe wants them (else none)."""
+    if wanted:
+        return check.result(subject, count > 0, count, 1, f"{what} >=", detail)
+    return check.result(subject, count == 0, count, 0, f"{what} == (off)", detail)
+
+
 class FrameworkVersionCheck(Check):
     """The framework in the image is the version the recipe names."""
 
@@ -135,9 +144,9 @@ class OneDNNExpectedCheck(Check):
         conv = (onednn.get("primitives") or {}).get("convolution", 0)
         wanted = bool(expect.get("onednn"))
         detail = f"TF_ENABLE_ONEDNN_OPTS={onednn.get('TF_ENABLE_ONEDNN_OPTS')}"
-        if wanted:
-            return self.result("tensorflow", conv > 0, conv, 1, "oneDNN convolutions >=", detail)
-        return self.result("tensorflow", conv == 0, conv, 0, "oneDNN convolutions == (off)", detail)
+        return _present_exactly_when(
+            self, "tensorflow", conv, wanted, "oneDNN convolutions", detail
+        )
 
 
 class CudaVersionCheck(Check):
@@ -325,9 +334,7 @@ class HorovodIsaCheck(Check):
         total = sum(int(v.get("instructions", 0)) for v in libs.values())
         want = bool(expect.get("avx512"))
         detail = f"-march={isa.get('march')}; {total} instructions in {len(libs)} libraries"
-        if want:
-            return self.result("horovod", wide > 0, wide, 1, "AVX-512 instructions >=", detail)
-        return self.result("horovod", wide == 0, wide, 0, "AVX-512 instructions ==", detail)
+        return _present_exactly_when(self, "horovod", wide, want, "AVX-512 instructions", detail)
 
 
 class GpuVisibleCheck(Check):
