@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # NERSC's podman-hpc for this machine (as root; idempotent): podman-hpc 1.2.2 from PyPI in
 # its own venv, a static mksquashfs for `podman-hpc migrate`, the site configuration
-# (scripts/podman-hpc/: the machine's podman store, a squashfs store, an `mpich` module that
+# (scripts/podman-hpc/: the machine's podman store, an `mpich` module that
 # swaps the image's MPICH for the host's by ABI) and `podman-hpc` on PATH. A second run
 # only checks. Runs after 20-containers.sh (podman with runc).
 set -euo pipefail
@@ -11,7 +11,6 @@ version=1.2.2
 prefix=/opt/podman-hpc           # the venv; mksquashfs.static in libexec/
 etc=/etc/podman_hpc              # podman-hpc's default site config path
 site_mpich=/opt/site-mpich       # the "site MPI": a copy of the host's MPICH
-squash_dir=/var/lib/podman-hpc/squash
 bin=/usr/local/bin/podman-hpc
 slurmd_spool=/var/lib/slurm/slurmd   # SlurmdSpoolDir of 50-slurm.sh
 multiarch=/usr/lib/x86_64-linux-gnu
@@ -59,12 +58,13 @@ if ! { [ -x "$mksq" ] && "$mksq" -help 2>&1 | grep -q -- -xattrs-exclude; }; the
   say "building a static mksquashfs (squashfs-tools from Debian trixie) for podman-hpc migrate"
   mkdir -p "$cache/apt/lists/partial" "$cache/src"
   echo "deb-src http://deb.debian.org/debian trixie main" > "$cache/apt/sources.list"
-  apt_src=(-o "Dir::Etc::SourceList=$cache/apt/sources.list" -o "Dir::Etc::SourceParts=/nonexistent"
+  apt_src=(-o APT::Sandbox::User=root -o "Dir::Etc::SourceList=$cache/apt/sources.list" -o "Dir::Etc::SourceParts=/nonexistent"
            -o "Dir::State::Lists=$cache/apt/lists")
   (cd "$cache/src" &&
     apt-get -qq "${apt_src[@]}" update &&
-    apt-get -qq "${apt_src[@]}" source --download-only squashfs-tools 2>&1 | grep -v unsandboxed || true)
-  orig=$(ls "$cache"/src/squashfs-tools_4.6*.orig.tar.gz 2>/dev/null | sort -V | tail -n 1)
+    apt-get -qq "${apt_src[@]}" source --download-only squashfs-tools)
+  orig=""
+  for f in "$cache"/src/squashfs-tools_4.6*.orig.tar.gz; do [ -e "$f" ] && orig=$f; done
   [ -n "$orig" ] || { echo "setup-host: could not fetch squashfs-tools 4.6 source" >&2; exit 1; }
   build=$(mktemp -d)
   tar -xzf "$orig" -C "$build"
@@ -107,7 +107,7 @@ graph_root=$(podman info --format '{{.Store.GraphRoot}}')
 run_root=$(podman info --format '{{.Store.RunRoot}}')
 render() {
   sed -e "s|@PREFIX@|$prefix|g" -e "s|@GRAPH_ROOT@|$graph_root|g" -e "s|@RUN_ROOT@|$run_root|g" \
-      -e "s|@SQUASH_DIR@|$squash_dir|g" -e "s|@BIN@|$bin|g" -e "s|@SITE_MPICH@|$site_mpich|g" \
+      -e "s|@SITE_MPICH@|$site_mpich|g" \
       -e "s|@SLURMD_SPOOL@|$slurmd_spool|g" "$1"
 }
 tmp=$(mktemp -d)
@@ -120,15 +120,14 @@ install_if_changed "$tmp/mpich.yaml" "$etc/modules.d/mpich.yaml"
 # The OCI hook (podman-hpc's own hook_tool) that applies the modules' copy and bind rules.
 "$prefix/bin/python" -m podman_hpc.configure_hooks --hooksd "$tmp/hooks.d" >/dev/null
 install_if_changed "$tmp/hooks.d/02-hook_tool.json" "$etc/hooks.d/02-hook_tool.json"
-mkdir -p "$squash_dir"
 
-# --- podman-hpc on PATH: the squashfs store, and fuse-overlayfs-wrap findable (podman-hpc
-# looks it up on PATH before reading its config). exec keeps the process the Slurm task,
-# so shared-run names its per-node container after the step (its parent's pid).
+# --- podman-hpc on PATH, with fuse-overlayfs-wrap findable (podman-hpc looks it up on PATH
+# before it reads its config) and USER set (it falls back to $USER where getlogin fails).
+# exec keeps the process the Slurm task: shared-run names its per-node container after the
+# task's parent (slurmstepd), which all tasks of a step on a node share.
 cat > "$tmp/podman-hpc" <<SH
 #!/bin/sh
 # podman-hpc for this site; written by stackbuild scripts/setup.d/35-podman-hpc.sh.
-export SQUASH_DIR="\${SQUASH_DIR:-$squash_dir}"
 export USER="\${USER:-\$(id -un)}"
 PATH="\$PATH:$prefix/bin"
 exec $prefix/bin/podman-hpc "\$@"
@@ -139,8 +138,10 @@ install_if_changed "$tmp/podman-hpc" "$bin" 0755
 podman-hpc infohpc >/dev/null
 base=localhost/stackbuild/base:bookworm-minbase
 if podman image exists "$base"; then
-  podman-hpc run --rm --mpi "$base" sh -c \
+  # SLURM_LOCALID: outside Slurm, podman-hpc's shared-run cannot report its task id.
+  SLURM_LOCALID=0 podman-hpc run --rm --mpi "$base" sh -c \
     "test -f /opt/udiImage/modules/mpich/$(basename "$mpich_real") && grep -q udiImage /etc/ld.so.conf.d/02-mpich.conf" || {
       echo "setup-host: podman-hpc run --mpi did not bind the site MPICH into $base" >&2; exit 1; }
 fi
-say "podman-hpc $version ready ($bin; site config $etc, squashfs store $squash_dir, site MPICH $site_mpich)"
+say "podman-hpc $version ready ($bin; site config $etc, site MPICH $site_mpich; squashfs" \
+  "store \$SQUASH_DIR, else \$SCRATCH/storage, else /tmp/storage)"
