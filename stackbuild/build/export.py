@@ -1,11 +1,14 @@
-"""Export an image from local storage: squashfs (Shifter, podman-hpc), OCI archive, or SIF."""
+"""Export an image from local storage: squashfs (Shifter, podman-hpc), OCI archive, SIF, or
+podman-hpc's own squashfs store (`podman-hpc migrate`)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from stackbuild.build.images import inspect_image
@@ -13,6 +16,12 @@ from stackbuild.errors import StackbuildError, ToolError
 from stackbuild.tools import run_tool
 
 FORMATS = ("squashfs", "oci-archive", "sif")
+#: `export --to podman-hpc`: into podman-hpc's store, not a file of ours
+PODMAN_HPC = "podman-hpc"
+PODMAN_HPC_HINT = (
+    "run scripts/setup-host.sh as root (scripts/setup.d/35-podman-hpc.sh installs NERSC's "
+    "podman-hpc and this machine's site config), or load the module that provides podman-hpc"
+)
 
 
 def export_image(image: str, fmt: str, output: Path, *, force: bool = False) -> Path:
@@ -81,3 +90,60 @@ EXPORTERS: dict[str, Callable[[str, Path], None]] = {
     "oci-archive": export_oci_archive,
     "sif": export_sif,
 }
+
+
+@dataclass(frozen=True)
+class MigratedImage:
+    """An image that `podman-hpc migrate` squashed into podman-hpc's shared store."""
+
+    image_id: str
+    store: Path
+    squashfs: Path
+
+
+def podman_hpc_squash_dir(
+    squash_dir: Path | None = None, environ: Mapping[str, str] = os.environ
+) -> Path:
+    """The store `podman-hpc migrate` writes to, by podman-hpc 1.2.2's own lookup order."""
+    if squash_dir is not None:
+        return squash_dir
+    if environ.get("SQUASH_DIR"):
+        return Path(environ["SQUASH_DIR"])
+    return Path(environ.get("SCRATCH") or "/tmp") / "storage"
+
+
+def migrated_squashfs(store: Path, image_id: str) -> Path | None:
+    """The squashfs of image_id in a podman-hpc store (images.json, top layer's link), if any."""
+    try:
+        images = json.loads((store / "overlay-images" / "images.json").read_text())
+        record = next(r for r in images if r.get("id") == image_id)
+        link = (store / "overlay" / str(record["layer"]) / "link").read_text().strip()
+    except (OSError, ValueError, StopIteration, KeyError):
+        return None
+    squashfs = store / "overlay" / "l" / f"{link}.squash"
+    return squashfs if squashfs.is_file() and squashfs.stat().st_size > 0 else None
+
+
+def migrate_podman_hpc(image: str, squash_dir: Path | None = None) -> MigratedImage:
+    """`podman-hpc migrate IMAGE`: squash it into podman-hpc's store; say where it went."""
+    if shutil.which(PODMAN_HPC) is None:
+        raise ToolError(f"{PODMAN_HPC} is not installed here (not on PATH)", hint=PODMAN_HPC_HINT)
+    local = inspect_image(image)
+    store = podman_hpc_squash_dir(squash_dir)
+    # Passed explicitly, so that what we report is where podman-hpc wrote.
+    result = run_tool(
+        [PODMAN_HPC, "--squash-dir", store, "migrate", image], check=False, timeout=3600
+    )
+    # podman-hpc 1.2.2 exits 0 even where migrate failed ("Image ... not found", "Squash
+    # Failed"): the store itself says whether the image is there.
+    squashfs = migrated_squashfs(store, local.id)
+    if squashfs is None:
+        detail = result.tail(10) or "(no output)"
+        raise ToolError(
+            f"`podman-hpc migrate {image}` left no squashfs of {local.id[:12]} in {store} "
+            f"(exit {result.returncode}):\n{detail}",
+            hint="podman-hpc must see the image in its graph_root (`podman-hpc infohpc`; this "
+            "machine's site config points it at podman's store) and have a static mksquashfs "
+            f"(mksquashfs_bin); {PODMAN_HPC_HINT}",
+        )
+    return MigratedImage(image_id=local.id, store=store, squashfs=squashfs)
