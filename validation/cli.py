@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from validation.config import FRAMEWORKS, SIZES, SUITES
+from validation.device import DEVICES
 from validation.launch import LAUNCHERS, RUNTIMES
 from validation.launch_env import COMM_PRIORITIES
 from validation.plan import DEFAULT_MIN_SCALING_EFFICIENCY, ValidationRequest
@@ -53,6 +54,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "the rank's cores have nothing else to do), normal, or auto: idle where the compute "
         "threads fill the rank's cores",
     )
+    p.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="where each rank trains: auto (its own GPU, cuda:LOCAL_RANK, on GPU targets and "
+        "natively where one is visible, else the CPU), cuda (fail without a GPU) or cpu",
+    )
     p.add_argument("--optimizer", choices=("sgd", "adam"), help="CosmoFlow only")
     for name, kind in (
         ("epochs", int),
@@ -87,6 +95,7 @@ def _run(args: argparse.Namespace) -> int:
         data_dir=args.data,
         threads=args.threads,
         comm_priority=args.comm_priority,
+        device=args.device,
         overrides=_overrides(args),
     )
     if args.framework == "pytorch":

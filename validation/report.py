@@ -213,7 +213,10 @@ def render_html(report: dict[str, Any]) -> str:
         else "<p>no multi-rank runs</p>"
     )
     throughput = {
-        tag: sum(v for v in run["samples_per_s_per_rank"] if v)
+        # Which device ran is part of the label: a GPU image's CPU fallback reads as such.
+        f"{tag} on {run['device']}" if run.get("device") else tag: sum(
+            v for v in run["samples_per_s_per_rank"] if v
+        )
         for tag, run in runs.items()
         if any(run["samples_per_s_per_rank"])
     }

@@ -354,6 +354,8 @@ def _run_summary(run: list[dict[str, Any]]) -> dict[str, Any]:
         "sync",
         "fault",
         "threads",
+        "device",
+        "device_name",
         "local_batch",
         "global_batch",
         "steps",

@@ -44,6 +44,7 @@ class RunSpec:
     data_dir: Path | None = None
     threads: int | None = None
     comm_priority: str = "auto"  # launch_env.COMM_PRIORITIES
+    device: str = "auto"  # device.DEVICES: auto | cuda | cpu
     overrides: dict[str, float | int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -13,13 +13,31 @@ from torch import nn
 from validation.launch_env import RankInfo, export_rendezvous, idle_priority_threads, rank_info
 
 
+def backend_for(device: torch.device) -> str:
+    """torch.distributed's backend for tensors on `device`: NCCL for CUDA tensors, gloo for
+    CPU ones (NCCL cannot reduce CPU tensors, so a GPU image's CPU fallback must not pick it
+    just because CUDA is installed)."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
 class TorchSync:
     """Starts the process group and wraps models/optimizers the way `mode` says."""
 
-    def __init__(self, mode: str, fault: str = "none", idle_comm: bool = False) -> None:
+    def __init__(
+        self,
+        mode: str,
+        fault: str = "none",
+        idle_comm: bool = False,
+        device: torch.device | None = None,
+    ) -> None:
         """idle_comm: the engine's background threads run at idle priority
-        (launch_env.idle_priority_threads); their names end up in `comm_threads_idle`."""
+        (launch_env.idle_priority_threads); their names end up in `comm_threads_idle`.
+        device: where this rank's tensors live (default CPU); a CUDA device is made the
+        current one and torch.distributed uses NCCL for it, gloo for CPU tensors."""
         self.fault = fault
+        self.device = device or torch.device("cpu")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)  # NCCL and Horovod use the current device
         self.hvd: Any = None
         self.comm_threads_idle: list[str] = []
         info = rank_info()
@@ -37,12 +55,26 @@ class TorchSync:
             info = RankInfo(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), "horovod")
         elif info.world_size > 1:
             export_rendezvous(info)
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
             with idle_priority_threads(idle_comm) as self.comm_threads_idle:
-                dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
+                dist.init_process_group(
+                    backend=backend_for(self.device), rank=info.rank, world_size=info.world_size
+                )
         elif mode in ("ddp", "manual"):
             self.mode = "none"
         self.info = info
+
+    @property
+    def backend(self) -> str:
+        """What moves this rank's tensors: the process group's backend, or Horovod's
+        operations for them (NCCL for GPU tensors where Horovod was built with it)."""
+        if self.mode == "horovod":
+            controller = "mpi" if self.hvd.mpi_enabled() else "gloo"
+            if self.device.type == "cuda" and self.hvd.nccl_built():
+                return f"horovod-nccl+{controller}"
+            return f"horovod-{controller}"
+        if dist.is_available() and dist.is_initialized():
+            return str(dist.get_backend())
+        return "none"
 
     @property
     def rank(self) -> int:
@@ -60,9 +92,10 @@ class TorchSync:
             # runs on rank 0, and rank 0's are what DDP would broadcast at every forward, at
             # the cost of one collective each.
             ddp = nn.parallel.DistributedDataParallel
+            ids = {"device_ids": [self.device]} if self.device.type == "cuda" else {}
             if "forward_sync_buffers" in inspect.signature(ddp).parameters:
-                return ddp(model, forward_sync_buffers=False)
-            return ddp(model, broadcast_buffers=False)  # older torch: same, without the init sync
+                return ddp(model, forward_sync_buffers=False, **ids)
+            return ddp(model, broadcast_buffers=False, **ids)  # older torch: no init sync
         if self.mode == "manual" and self.fault != "no-broadcast":
             for tensor in [*model.parameters(), *model.buffers()]:
                 dist.broadcast(tensor.data, src=0)
@@ -113,7 +146,7 @@ class TorchSync:
     def barrier(self) -> None:
         """Wait for all ranks."""
         if self.mode == "horovod":
-            self.hvd.allreduce(torch.zeros(1), name="barrier")
+            self.hvd.allreduce(torch.zeros(1, device=self.device), name="barrier")
         elif dist.is_available() and dist.is_initialized():
             dist.barrier()
 

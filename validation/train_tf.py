@@ -1,17 +1,15 @@
-"""Training loops for the three workloads in TensorFlow/Keras (one rank, or Horovod ranks)."""
+"""The three workloads' TensorFlow/Keras steps and the engine that runs them in `train_loop`
+(one rank, or Horovod ranks)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import socket
-import time
 from typing import Any
 
 import numpy as np
 
-from validation.config import ClimateConfig, CosmoFlowConfig, GANConfig, lr_factor
-from validation.data.sources import load_arrays
+from validation.config import ClimateConfig, CosmoFlowConfig, GANConfig, WorkloadConfig
+from validation.device import choose_device, gpu_target
 from validation.launch_env import (
     idle_comm_wanted,
     idle_priority_threads,
@@ -27,12 +25,9 @@ from validation.metrics import (
     mean_absolute_error,
     mean_iou,
     spectrum_chi2,
-    throughput,
 )
-from validation.progress import Progress
-from validation.results import save_params, write_rank_result
-from validation.spec import VAL_OFFSET, RunSpec, effective_config, epoch_order, indices_digest
-from validation.spec import shard_indices as shard_of
+from validation.spec import RunSpec
+from validation.train_loop import run_training
 
 # torch.optim.Adam's default (Keras' is 1e-7), so both frameworks run the same CosmoFlow recipe.
 TORCH_ADAM_EPSILON = 1e-8
@@ -104,6 +99,10 @@ class KerasWorkload:
         """Train the next steps at `lr` (the config's schedule)."""
         self.model.optimizer.learning_rate = lr
 
+    def learning_rate(self) -> float:
+        """The rate the optimizer holds now."""
+        return float(np.asarray(self.model.optimizer.learning_rate))
+
     def train_step(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
         out = self.model.train_on_batch(x, y)
         return {"loss": float(out[0] if isinstance(out, list | tuple) else out)}
@@ -125,6 +124,10 @@ class KerasWorkload:
     def weights(self) -> list[np.ndarray]:
         return [w.numpy() for w in self.model.trainable_weights]
 
+    def placement(self) -> str:
+        """The device TensorFlow holds the first weights on."""
+        return str(_backing(self.model.trainable_variables)[0].device)
+
 
 class KerasGAN:
     """DCGAN trained with GradientTape (Horovod: DistributedGradientTape)."""
@@ -144,6 +147,10 @@ class KerasGAN:
             broadcast_from_rank0(hvd.tf, self.gen.variables + self.disc.variables)
         self.untrained: dict[str, float] = {}
         self._step = tf.function(self._train_step)
+
+    def learning_rate(self) -> float:
+        """The rate the discriminator's optimizer holds now (G's is the same)."""
+        return float(np.asarray(self.opt_d.learning_rate))
 
     def _tape(self, tape: Any) -> Any:
         return self.hvd.tf.DistributedGradientTape(tape) if self.hvd is not None else tape
@@ -194,141 +201,97 @@ class KerasGAN:
     def weights(self) -> list[np.ndarray]:
         return [w.numpy() for w in self.gen.trainable_weights + self.disc.trainable_weights]
 
+    def placement(self) -> str:
+        """The device TensorFlow holds the generator's first weights on."""
+        return str(_backing(self.gen.trainable_variables)[0].device)
+
+
+class KerasEngine:
+    """TensorFlow on one rank (alone, or a Horovod rank), on its GPU or the CPU.
+
+    TensorFlow places every op on the first visible GPU by itself; each rank is shown only
+    its own (one GPU per local rank), and none where it trains on the CPU."""
+
+    framework = "tensorflow"
+
+    def __init__(self, spec: RunSpec) -> None:
+        info = rank_info()
+        self.threads = spec.threads or threads_per_rank(info.local_world_size)
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf
+
+        self.tf = tf
+        tf.config.threading.set_intra_op_parallelism_threads(self.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        gpus = tf.config.list_physical_devices("GPU")
+        self.device = choose_device(spec.device, gpu_target(), len(gpus), info.local_rank)
+        self.device_name = "CPU"
+        if self.device.is_cuda:
+            gpu = gpus[self.device.index or 0]
+            tf.config.set_visible_devices([gpu], "GPU")
+            # Grow the rank's memory as needed rather than take the whole GPU up front.
+            tf.config.experimental.set_memory_growth(gpu, True)
+            details = tf.config.experimental.get_device_details(gpu)
+            self.device_name = str(details.get("device_name", gpu.name))
+        elif gpus:
+            tf.config.set_visible_devices([], "GPU")
+        self.hvd: Any = None
+        self.rank, self.world, self.sync = 0, 1, "none"
+        self.comm_threads_idle: list[str] = []
+        self.comm_backend = "none"
+        if spec.sync == "horovod":
+            from types import SimpleNamespace
+
+            import horovod.tensorflow as hvd_tf
+            import horovod.tensorflow.keras as hvd_keras
+
+            idle = idle_comm_wanted(spec.comm_priority, self.threads, self.device.is_cuda)
+            with idle_priority_threads(idle) as self.comm_threads_idle:
+                hvd_tf.init()
+            # horovod.tensorflow: broadcast, DistributedGradientTape; .keras: DistributedOptimizer
+            self.hvd = SimpleNamespace(tf=hvd_tf, keras=hvd_keras)
+            self.rank, self.world, self.sync = hvd_tf.rank(), hvd_tf.size(), "horovod"
+            controller = "mpi" if hvd_tf.mpi_enabled() else "gloo"
+            nccl = self.device.is_cuda and hvd_tf.nccl_built()
+            self.comm_backend = f"horovod-nccl+{controller}" if nccl else f"horovod-{controller}"
+        elif info.world_size > 1:
+            raise ValueError("TensorFlow multi-rank runs need Horovod: pass --sync horovod")
+
+    def layout(self, x: np.ndarray) -> np.ndarray:
+        return _channels_last(x)
+
+    def seed_init(self, seed: int) -> None:
+        self.tf.keras.utils.set_random_seed(seed)
+
+    def seed_steps(self, seed: int) -> None:
+        # Keras draws its step noise from the stream seeded before the build: the seed
+        # studies (benchmarks/results/validation_seeds*.json) measured it that way.
+        return None
+
+    def build(self, config: WorkloadConfig, lr: float) -> Any:
+        if isinstance(config, GANConfig):
+            return KerasGAN(config, lr, self.hvd)
+        return KerasWorkload(config, lr, self.hvd)
+
+    def batch(self, x: np.ndarray, y: np.ndarray | None) -> tuple[Any, Any]:
+        return x, y  # train_on_batch and the GAN's tf.function copy them to the device
+
+    def params(self, workload: Any) -> np.ndarray:
+        return np.concatenate([w.reshape(-1).astype(np.float32) for w in workload.weights()])
+
+    def placement(self, workload: Any) -> str:
+        return str(workload.placement())
+
+    def versions(self) -> dict[str, str]:
+        return {"tensorflow": self.tf.__version__}
+
+    def barrier(self) -> None:
+        return None  # nothing is torn down after the result that a peer could still need
+
+    def close(self) -> None:
+        return None
+
 
 def train(spec: RunSpec) -> dict[str, Any]:
-    """Run one TensorFlow training job on this rank and write its result file."""
-    started = time.time()
-    info = rank_info()
-    threads = spec.threads or threads_per_rank(info.local_world_size)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    hvd: Any = None
-    rank, world, sync = 0, 1, "none"
-    demoted: list[str] = []
-    if spec.sync == "horovod":
-        from types import SimpleNamespace
-
-        import horovod.tensorflow as hvd_tf
-        import horovod.tensorflow.keras as hvd_keras
-
-        gpu = bool(tf.config.list_physical_devices("GPU"))
-        with idle_priority_threads(idle_comm_wanted(spec.comm_priority, threads, gpu)) as demoted:
-            hvd_tf.init()
-        # horovod.tensorflow: broadcast, DistributedGradientTape; .keras: DistributedOptimizer
-        hvd = SimpleNamespace(tf=hvd_tf, keras=hvd_keras)
-        rank, world, sync = hvd_tf.rank(), hvd_tf.size(), "horovod"
-    elif info.world_size > 1:
-        raise ValueError("TensorFlow multi-rank runs need Horovod: pass --sync horovod")
-    config = effective_config(spec, world)
-    local_batch = config.global_batch // world
-    progress = Progress(f"{spec.suite}/tensorflow {rank}/{world}", enabled=rank == 0)
-    progress.say(
-        f"{spec.size} config, sync={sync}, {threads} threads/rank, "
-        f"global batch {config.global_batch}, fault={spec.fault}"
-    )
-    shard = shard_of(config.train_samples, rank, world, spec.fault)
-    x, y = load_arrays(config, spec.seed, shard, "train", spec.data_dir)
-    x = _channels_last(x)
-    if spec.fault == "shuffled-targets" and y is not None:
-        y = y[np.random.default_rng([spec.seed, rank, 13]).permutation(len(y))]
-    tf.keras.utils.set_random_seed(spec.seed + rank)
-    lr = 0.0 if spec.fault == "frozen" else config.lr
-    workload: Any = (
-        KerasGAN(config, lr, hvd)
-        if isinstance(config, GANConfig)
-        else KerasWorkload(config, lr, hvd)
-    )
-    val_x = val_y = ref_x = None
-    if rank == 0:
-        idx = VAL_OFFSET + np.arange(config.val_samples)
-        val_x, val_y = load_arrays(config, spec.seed, idx, "val", spec.data_dir)
-        val_x = _channels_last(val_x)
-        if isinstance(config, GANConfig):
-            ref_x = _channels_last(
-                load_arrays(config, spec.seed, idx + VAL_OFFSET, "ref", spec.data_dir)[0]
-            )
-            workload.untrained = workload.summary(val_x)
-
-    steps_per_epoch = len(shard) // local_batch
-    epochs = config.epochs if spec.steps is None else -(-spec.steps // steps_per_epoch)
-    total = steps_per_epoch * epochs if spec.steps is None else spec.steps
-    warmup = steps_per_epoch if epochs > 1 else min(2, total - 1)
-    # The schedule spans the configured epochs; runs cut to --steps keep the base rate.
-    scheduled = isinstance(config, CosmoFlowConfig) and spec.steps is None
-    history: dict[str, list[float]] = {}
-    epoch_loss: list[float] = []
-    positions = np.arange(len(shard))
-    step_seconds: list[float] = []
-    step = 0
-    for epoch in range(epochs):
-        order = epoch_order(positions, spec.seed, epoch, rank, spec.shuffle)
-        losses = []
-        for s in range(steps_per_epoch):
-            if step >= total:
-                break
-            pick = order[s * local_batch : (s + 1) * local_batch]
-            if scheduled:
-                workload.set_lr(lr * lr_factor(config, step, steps_per_epoch))
-            t0 = time.perf_counter()
-            values = workload.train_step(x[pick], y[pick] if y is not None else None)
-            if spec.fault == "straggler" and rank > 0:
-                time.sleep(max(0.05, 2 * (time.perf_counter() - t0)))
-            dt = time.perf_counter() - t0
-            step += 1
-            if step > warmup:
-                step_seconds.append(dt)
-            for k, v in values.items():
-                history.setdefault(k, []).append(v)
-            losses.append(values["loss"])
-            progress.step(epoch, epochs, step, total, values["loss"])
-        epoch_loss.append(float(np.mean(losses)) if losses else float("nan"))
-
-    metrics: dict[str, Any] = {}
-    if rank == 0 and val_x is not None:
-        metrics = workload.evaluate(val_x, val_y, ref_x)
-        progress.say(
-            "validation "
-            + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
-        )
-    params = np.concatenate([w.reshape(-1).astype(np.float32) for w in workload.weights()])
-    if spec.save_params:
-        save_params(spec.out_dir, spec.tag, rank, params)
-    result = {
-        "suite": spec.suite,
-        "framework": "tensorflow",
-        "size": spec.size,
-        "tag": spec.tag,
-        "rank": rank,
-        "world_size": world,
-        "sync": sync,
-        "fault": spec.fault,
-        "seed": spec.seed,
-        "threads": threads,
-        "cpu_affinity": sorted(os.sched_getaffinity(0)),
-        "comm_threads_idle": demoted,
-        "local_batch": local_batch,
-        "global_batch": config.global_batch,
-        "weak_scaling": spec.weak_scaling,
-        "steps": step,
-        "epochs": epochs,
-        "step_loss": history,
-        "epoch_loss": epoch_loss,
-        **throughput(local_batch, step_seconds),
-        "timed_steps": len(step_seconds),
-        "metrics": metrics,
-        "param_digest": hashlib.sha256(params.tobytes()).hexdigest(),
-        "param_count": int(params.size),
-        "shard": {
-            "n": len(shard),
-            "digest": indices_digest(shard),
-            "indices": shard.tolist() if len(shard) <= 100_000 else None,
-        },
-        "versions": {"tensorflow": tf.__version__, "numpy": np.__version__},
-        "host": socket.gethostname(),
-        "wall_s": time.time() - started,
-    }
-    write_rank_result(spec.out_dir, spec.tag, rank, result)
-    return result
+    """Run one TensorFlow training job on this rank and write its result file; returns it."""
+    return run_training(spec, KerasEngine)

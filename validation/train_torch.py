@@ -1,13 +1,8 @@
-"""Training loops for the three workloads in PyTorch; each rank writes what it measured."""
+"""The three workloads' PyTorch steps and the engine that runs them in `train_loop`."""
 
 from __future__ import annotations
 
 import contextlib
-import gc
-import hashlib
-import os
-import socket
-import time
 from typing import Any
 
 import numpy as np
@@ -15,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from validation.config import ClimateConfig, CosmoFlowConfig, GANConfig, WorkloadConfig, lr_factor
-from validation.data.sources import load_arrays
+from validation.config import ClimateConfig, CosmoFlowConfig, GANConfig, WorkloadConfig
+from validation.device import DeviceChoice, choose_device, gpu_target
 from validation.launch_env import idle_comm_wanted, rank_info, threads_per_rank
 from validation.metrics import (
     background_baseline_iou,
@@ -27,28 +22,19 @@ from validation.metrics import (
     mean_absolute_error,
     mean_iou,
     spectrum_chi2,
-    throughput,
 )
-from validation.progress import Progress
-from validation.results import save_params, write_rank_result
-from validation.spec import (
-    VAL_OFFSET,
-    RunSpec,
-    effective_config,
-    epoch_order,
-    indices_digest,
-    shard_indices,
-)
+from validation.spec import RunSpec
 from validation.torch_dist import TorchSync, unwrap
+from validation.train_loop import run_training
 
 EVAL_BATCH = 16
 
 
-def _predict(model: nn.Module, x: np.ndarray) -> np.ndarray:
+def _predict(model: nn.Module, x: np.ndarray, device: torch.device) -> np.ndarray:
     model.eval()
     with torch.no_grad():
         out = [
-            model(torch.from_numpy(x[i : i + EVAL_BATCH])).numpy()
+            model(torch.from_numpy(x[i : i + EVAL_BATCH]).to(device)).cpu().numpy()
             for i in range(0, len(x), EVAL_BATCH)
         ]
     model.train()
@@ -62,7 +48,7 @@ class CosmoFlowWorkload:
         from validation.models.torch_cosmoflow import CosmoFlowNet
 
         self.sync = sync
-        self.model = sync.wrap(CosmoFlowNet(config))
+        self.model = sync.wrap(CosmoFlowNet(config).to(sync.device))
         if config.optimizer == "adam":
             opt: torch.optim.Optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
         else:
@@ -77,6 +63,10 @@ class CosmoFlowWorkload:
         for group in self.opt.param_groups:
             group["lr"] = lr
 
+    def learning_rate(self) -> float:
+        """The rate the optimizer holds now."""
+        return float(self.opt.param_groups[0]["lr"])
+
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         self.opt.zero_grad()
         loss = F.mse_loss(self.model(x), y)
@@ -86,7 +76,7 @@ class CosmoFlowWorkload:
         return {"loss": loss.item()}
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, ref: np.ndarray | None) -> dict[str, Any]:
-        pred = _predict(unwrap(self.model), x)
+        pred = _predict(unwrap(self.model), x, self.sync.device)
         mae = mean_absolute_error(pred, y)
         return {
             "val_mae": mae,
@@ -102,13 +92,17 @@ class ClimateWorkload:
         from validation.models.torch_deeplab import DeepLabV3Plus
 
         self.sync, self.config = sync, config
-        self.model = sync.wrap(DeepLabV3Plus(config))
-        self.weights = torch.tensor(config.class_weights, dtype=torch.float32)
+        self.model = sync.wrap(DeepLabV3Plus(config).to(sync.device))
+        self.weights = torch.tensor(config.class_weights, dtype=torch.float32, device=sync.device)
         opt = torch.optim.Adam(self.model.parameters(), lr=lr)
         self.opt = sync.optimizer(opt, unwrap(self.model))
 
     def modules(self) -> list[nn.Module]:
         return [unwrap(self.model)]
+
+    def learning_rate(self) -> float:
+        """The rate the optimizer holds now."""
+        return float(self.opt.param_groups[0]["lr"])
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         self.opt.zero_grad()
@@ -119,7 +113,7 @@ class ClimateWorkload:
         return {"loss": loss.item()}
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, ref: np.ndarray | None) -> dict[str, Any]:
-        pred = _predict(unwrap(self.model), x).argmax(axis=1)
+        pred = _predict(unwrap(self.model), x, self.sync.device).argmax(axis=1)
         conf = confusion_matrix(pred, y, self.config.n_classes)
         return {
             "val_miou": mean_iou(conf),
@@ -135,8 +129,8 @@ class GANWorkload:
         from validation.models.torch_dcgan import Discriminator, Generator
 
         self.sync, self.config = sync, config
-        self.gen = sync.wrap(Generator(config))
-        self.disc = sync.wrap(Discriminator(config))
+        self.gen = sync.wrap(Generator(config).to(sync.device))
+        self.disc = sync.wrap(Discriminator(config).to(sync.device))
         betas = (config.beta1, 0.999)
         self.opt_g = sync.optimizer(
             torch.optim.Adam(self.gen.parameters(), lr, betas=betas), unwrap(self.gen), "gen"
@@ -153,16 +147,20 @@ class GANWorkload:
     def modules(self) -> list[nn.Module]:
         return [unwrap(self.gen), unwrap(self.disc)]
 
+    def learning_rate(self) -> float:
+        """The rate the discriminator's optimizer holds now (G's is the same)."""
+        return float(self.opt_d.param_groups[0]["lr"])
+
     def train_step(self, real: torch.Tensor, _y: torch.Tensor | None) -> dict[str, float]:
-        b = real.shape[0]
-        fake = self.gen(torch.randn(b, self.config.latent_dim))
+        b, device = real.shape[0], self.sync.device
+        fake = self.gen(torch.randn(b, self.config.latent_dim, device=device))
         # Real and fake go through D in separate batches (as in DCGAN), so its batch norm
         # cannot tell them apart by batch statistics; each forward has its own backward, and
         # the gradients are exchanged once, after the second.
         self.opt_d.zero_grad()
-        d_loss = torch.zeros(())
+        d_loss = torch.zeros((), device=device)
         for batch, target in ((real, 1.0), (fake.detach(), 0.0)):
-            labels = torch.full((b, 1), target)
+            labels = torch.full((b, 1), target, device=device)
             flip = torch.rand_like(labels) < self.config.label_flip
             labels = torch.where(flip, 1 - labels, labels)
             local = self.sync.local_backward(self.disc) if target else contextlib.nullcontext()
@@ -178,7 +176,7 @@ class GANWorkload:
         disc = unwrap(self.disc)
         disc.requires_grad_(False)
         try:
-            g_loss = F.binary_cross_entropy_with_logits(disc(fake), torch.ones(b, 1))
+            g_loss = F.binary_cross_entropy_with_logits(disc(fake), torch.ones(b, 1, device=device))
             g_loss.backward()
         finally:
             disc.requires_grad_(True)
@@ -188,12 +186,11 @@ class GANWorkload:
 
     def generate(self, n: int) -> np.ndarray:
         """n generated maps (train-mode BN, as DCGANs are usually sampled)."""
-        g = torch.Generator().manual_seed(99)
+        g = torch.Generator().manual_seed(99)  # on the CPU: the same latents on any device
+        gen = unwrap(self.gen)
         with torch.no_grad():
-            z = torch.randn(n, self.config.latent_dim, generator=g)
-            return np.concatenate(
-                [unwrap(self.gen)(z[i : i + 64]).numpy() for i in range(0, n, 64)]
-            )
+            z = torch.randn(n, self.config.latent_dim, generator=g).to(self.sync.device)
+            return np.concatenate([gen(z[i : i + 64]).cpu().numpy() for i in range(0, n, 64)])
 
     def summary(self, real: np.ndarray) -> dict[str, float]:
         fake = self.generate(len(real))
@@ -211,152 +208,82 @@ class GANWorkload:
 WORKLOADS = {"cosmoflow": CosmoFlowWorkload, "climate": ClimateWorkload, "gan": GANWorkload}
 
 
-def _learning_rate(spec: RunSpec, config: WorkloadConfig, world: int) -> float:
-    if spec.fault == "frozen":
-        return 0.0
-    # CosmoFlow's SGD scales the learning rate linearly with the global batch (REFERENCE.md).
-    if isinstance(config, CosmoFlowConfig) and config.optimizer == "sgd" and spec.weak_scaling:
-        return config.lr * world
-    return config.lr
-
-
 def flat_params(modules: list[nn.Module]) -> np.ndarray:
     """All trainable parameters of `modules`, flattened to one float32 vector."""
     return np.concatenate(
-        [p.detach().reshape(-1).numpy().astype(np.float32) for m in modules for p in m.parameters()]
+        [
+            p.detach().reshape(-1).cpu().numpy().astype(np.float32)
+            for m in modules
+            for p in m.parameters()
+        ]
     )
 
 
-def _shuffle_targets(y: np.ndarray | None, seed: int, rank: int) -> np.ndarray | None:
-    if y is None:
-        return None
-    return y[np.random.default_rng([seed, rank, 13]).permutation(len(y))]
+def torch_device(choice: DeviceChoice) -> torch.device:
+    """PyTorch's device for a `DeviceChoice`."""
+    return torch.device(choice.name)
+
+
+class TorchEngine:
+    """PyTorch on one rank: DDP, manual all-reduce or Horovod, on its GPU or the CPU."""
+
+    framework = "pytorch"
+
+    def __init__(self, spec: RunSpec) -> None:
+        info = rank_info()
+        self.threads = spec.threads or threads_per_rank(info.local_world_size)
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        self.device = choose_device(spec.device, gpu_target(), gpus, info.local_rank)
+        device = torch_device(self.device)
+        self.device_name = torch.cuda.get_device_name(device) if self.device.is_cuda else "CPU"
+        if self.device.is_cuda:
+            # Fixed input shapes: let cuDNN pick its fastest convolution algorithms once.
+            torch.backends.cudnn.benchmark = True
+        idle = idle_comm_wanted(spec.comm_priority, self.threads, gpu=self.device.is_cuda)
+        self.sync_engine = TorchSync(spec.sync, spec.fault, idle, device)
+        self.rank, self.world = self.sync_engine.rank, self.sync_engine.world
+        self.sync = self.sync_engine.mode
+        self.comm_threads_idle = self.sync_engine.comm_threads_idle
+        self.comm_backend = self.sync_engine.backend
+        self.suite = spec.suite
+        torch.set_num_threads(self.threads)
+
+    def layout(self, x: np.ndarray) -> np.ndarray:
+        return x  # channels first, as the data come
+
+    def seed_init(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    def seed_steps(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    def build(self, config: WorkloadConfig, lr: float) -> Any:
+        return WORKLOADS[self.suite](config, self.sync_engine, lr)  # type: ignore[arg-type]
+
+    def batch(self, x: np.ndarray, y: np.ndarray | None) -> tuple[Any, Any]:
+        device = self.sync_engine.device
+        xb = torch.from_numpy(x).to(device)
+        return xb, (torch.from_numpy(y).to(device) if y is not None else None)
+
+    def params(self, workload: Any) -> np.ndarray:
+        return flat_params(workload.modules())
+
+    def placement(self, workload: Any) -> str:
+        return str(next(workload.modules()[0].parameters()).device)
+
+    def versions(self) -> dict[str, str]:
+        versions = {"torch": torch.__version__}
+        if self.device.is_cuda:
+            versions["cuda"] = str(torch.version.cuda)
+        return versions
+
+    def barrier(self) -> None:
+        self.sync_engine.barrier()
+
+    def close(self) -> None:
+        self.sync_engine.close()
 
 
 def train(spec: RunSpec) -> dict[str, Any]:
-    """Run one training job on this rank and write its result file; returns the result."""
-    started = time.time()
-    threads = spec.threads or threads_per_rank(rank_info().local_world_size)
-    idle = idle_comm_wanted(spec.comm_priority, threads, gpu=torch.cuda.is_available())
-    sync = TorchSync(spec.sync, spec.fault, idle)
-    rank, world = sync.rank, sync.world
-    torch.set_num_threads(threads)
-    config = effective_config(spec, world)
-    local_batch = config.global_batch // world
-    progress = Progress(f"{spec.suite}/pytorch {rank}/{world}", enabled=rank == 0)
-    progress.say(
-        f"{spec.size} config, sync={sync.mode}, {threads} threads/rank, "
-        f"global batch {config.global_batch}, fault={spec.fault}"
-    )
-
-    shard = shard_indices(config.train_samples, rank, world, spec.fault)
-    x_np, y_np = load_arrays(config, spec.seed, shard, "train", spec.data_dir)
-    if spec.fault == "shuffled-targets":
-        y_np = _shuffle_targets(y_np, spec.seed, rank)
-    positions = np.arange(len(shard))
-
-    torch.manual_seed(spec.seed + rank)  # ranks differ until the initial broadcast
-    lr = _learning_rate(spec, config, world)
-    workload = WORKLOADS[spec.suite](config, sync, lr)
-    val_x = val_y = ref_x = None
-    if rank == 0:
-        n_val = config.val_samples
-        val_x, val_y = load_arrays(
-            config, spec.seed, VAL_OFFSET + np.arange(n_val), "val", spec.data_dir
-        )
-        if isinstance(workload, GANWorkload):
-            ref_x, _ = load_arrays(
-                config, spec.seed, 2 * VAL_OFFSET + np.arange(n_val), "ref", spec.data_dir
-            )
-            workload.untrained = workload.summary(val_x)
-    torch.manual_seed(spec.seed + 7919 * rank)  # rank-specific dropout and latent noise
-
-    steps_per_epoch = len(shard) // local_batch
-    epochs = config.epochs if spec.steps is None else -(-spec.steps // steps_per_epoch)
-    total = steps_per_epoch * epochs if spec.steps is None else spec.steps
-    history: dict[str, list[float]] = {}
-    epoch_loss: list[float] = []
-    step_seconds: list[float] = []
-    step = 0
-    warmup = steps_per_epoch if epochs > 1 else min(2, total - 1)
-    # The schedule spans the configured epochs; runs cut to --steps (throughput, 1-vs-N
-    # consistency, smoke runs) keep the base rate, so they compare like with like.
-    scheduled = isinstance(workload, CosmoFlowWorkload) and spec.steps is None
-    for epoch in range(epochs):
-        order = positions[epoch_order(positions, spec.seed, epoch, rank, spec.shuffle)]
-        losses = []
-        for s in range(steps_per_epoch):
-            if step >= total:
-                break
-            pick = order[s * local_batch : (s + 1) * local_batch]
-            xb = torch.from_numpy(x_np[pick])
-            yb = torch.from_numpy(y_np[pick]) if y_np is not None else None
-            if scheduled:
-                workload.set_lr(lr * lr_factor(config, step, steps_per_epoch))
-            t0 = time.perf_counter()
-            values = workload.train_step(xb, yb)
-            if spec.fault == "straggler" and rank > 0:
-                time.sleep(max(0.05, 2 * (time.perf_counter() - t0)))
-            dt = time.perf_counter() - t0
-            step += 1
-            if step > warmup:
-                step_seconds.append(dt)
-            for k, v in values.items():
-                history.setdefault(k, []).append(v)
-            losses.append(values["loss"])
-            progress.step(epoch, epochs, step, total, values["loss"])
-        epoch_loss.append(float(np.mean(losses)) if losses else float("nan"))
-
-    metrics: dict[str, Any] = {}
-    if rank == 0 and val_x is not None:
-        metrics = workload.evaluate(val_x, val_y, ref_x)
-        progress.say(
-            "validation "
-            + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
-        )
-    params = flat_params(workload.modules())
-    if spec.save_params:
-        save_params(spec.out_dir, spec.tag, rank, params)
-    result = {
-        "suite": spec.suite,
-        "framework": "pytorch",
-        "size": spec.size,
-        "tag": spec.tag,
-        "rank": rank,
-        "world_size": world,
-        "sync": sync.mode,
-        "fault": spec.fault,
-        "seed": spec.seed,
-        "threads": threads,
-        "cpu_affinity": sorted(os.sched_getaffinity(0)),
-        "comm_threads_idle": sync.comm_threads_idle,
-        "local_batch": local_batch,
-        "global_batch": config.global_batch,
-        "weak_scaling": spec.weak_scaling,
-        "steps": step,
-        "epochs": epochs,
-        "step_loss": history,
-        "epoch_loss": epoch_loss,
-        **throughput(local_batch, step_seconds),
-        "timed_steps": len(step_seconds),
-        "metrics": metrics,
-        "param_digest": hashlib.sha256(params.tobytes()).hexdigest(),
-        "param_count": int(params.size),
-        "shard": {
-            "n": len(shard),
-            "digest": indices_digest(shard),
-            "indices": shard.tolist() if len(shard) <= 100_000 else None,
-        },
-        "versions": {"torch": torch.__version__, "numpy": np.__version__},
-        "host": socket.gethostname(),
-        "wall_s": time.time() - started,
-    }
-    write_rank_result(spec.out_dir, spec.tag, rank, result)
-    sync.barrier()
-    # Release the DDP wrappers (and their reducers) before the process group they use, not
-    # at interpreter exit: once, a rank that had finished and written its result died at
-    # exit with "terminate called without an active exception" (SIGSEGV, 1 run in 4).
-    del workload
-    gc.collect()
-    sync.close()
-    return result
+    """Run one PyTorch training job on this rank and write its result file; returns it."""
+    return run_training(spec, TorchEngine)
