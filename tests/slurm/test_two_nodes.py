@@ -1,0 +1,226 @@
+"""Jobs across the two nodes of scripts/setup.d/55-slurm-two-nodes.sh, for real.
+
+Each node is a slurmd in a network namespace of its own, so ranks on different nodes can
+only reach each other over the veth network (10.77.0.0/24): loopback and the host's network
+are not shared. The Horovod and torch.distributed ranks are tests/slurm/ranks.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stackbuild import PROJECT_ROOT
+from stackbuild.recipe import expand_matrix, load_recipe
+from stackbuild.render.renderer import render_variant
+from tests.render.test_jobs_slurm import HARNESS, PODMAN_PYTHON, assert_validated, submit
+from tests.slurm import two_nodes
+
+pytestmark = [pytest.mark.tools, pytest.mark.usefixtures("two_node_cluster")]
+
+IMAGE = "localhost/stackbuild/pytorch:2.13-cpu"
+VENV_PYTHON = str(PROJECT_ROOT / ".venv" / "bin" / "python")
+HERE = Path(__file__).resolve().parent
+RANKS = HERE / "ranks.py"
+LAUNCH = PROJECT_ROOT / "validation" / "slurm_launch.py"
+
+#: recipes/cpu.yaml's own layout (2 nodes x 1 rank), one small suite. One CPU per rank:
+#: each node has one core of its own (55-slurm-two-nodes.sh), so the 1-rank baseline and
+#: each of the 2 ranks compute on one core alike. The scaling threshold is low because the
+#: test machine's 2 cores are shared with other work; the check is computed and reported.
+JOBS = """  jobs:
+    nodes: 2
+    ranks_per_node: 1
+    cpus_per_rank: 1
+    suite: [cosmoflow]
+    config: small
+    time: "00:15:00"
+    min_scaling_efficiency: 0.2
+"""
+
+
+def rank_lines(output: str) -> dict[int, dict[str, Any]]:
+    """The ranks' results (ranks.py's RANK lines) by rank."""
+    results = [json.loads(line[5:]) for line in output.splitlines() if line.startswith("RANK ")]
+    return {r["rank"]: r for r in results}
+
+
+def assert_on_both_nodes(ranks: dict[int, dict[str, Any]]) -> None:
+    """Rank 0 on the first node, rank 1 on the second, each with the node's own address
+    and network namespace."""
+    assert sorted(ranks) == [0, 1], ranks
+    assert [ranks[r]["host"] for r in (0, 1)] == list(two_nodes.NODES)
+    assert [ranks[r]["address"] for r in (0, 1)] == [
+        two_nodes.ADDRESSES[n] for n in two_nodes.NODES
+    ]
+    assert ranks[0]["netns"] != ranks[1]["netns"]
+
+
+def image_available() -> str:
+    """Why the CPU stack image cannot run here ("" when it can)."""
+    if shutil.which("podman") is None:
+        return "podman not installed"
+    if subprocess.run(["podman", "image", "exists", IMAGE], check=False).returncode != 0:
+        return f"{IMAGE} not built (stackbuild build recipes/cpu.yaml --variant pytorch-cpu)"
+    return ""
+
+
+def needs_horovod() -> None:
+    """Skip unless the venv has the Horovod that scripts/setup.d/45-horovod.sh compiles."""
+    probe = subprocess.run(
+        [VENV_PYTHON, "-c", "import horovod.torch"], capture_output=True, check=False
+    )
+    if probe.returncode != 0:
+        pytest.skip("Horovod not in .venv (scripts/setup.d/45-horovod.sh compiles it)")
+
+
+def test_srun_places_one_task_on_each_node_with_its_own_address() -> None:
+    out = two_nodes.run(
+        [
+            "srun",
+            "--nodes=2",
+            "--ntasks=2",
+            "sh",
+            "-c",
+            'echo "$SLURM_PROCID $(hostname) $(hostname -i) $(readlink /proc/self/ns/net)"',
+        ],
+        timeout=60,
+    )
+    rows = sorted(line.split() for line in out.splitlines())
+    assert [row[:3] for row in rows] == [
+        ["0", "sb2n1", "10.77.0.11"],
+        ["1", "sb2n2", "10.77.0.12"],
+    ], out
+    own_netns = Path("/proc/self/ns/net").readlink().name
+    assert len({rows[0][3], rows[1][3], own_netns}) == 3, out
+
+
+def test_horovod_mpi_allreduce_across_nodes_natively() -> None:
+    needs_horovod()
+    out = two_nodes.run(
+        ["srun", "--nodes=2", "--ntasks=2", "--mpi=pmi2", VENV_PYTHON, str(RANKS), "horovod"],
+        timeout=120,
+    )
+    ranks = rank_lines(out)
+    assert_on_both_nodes(ranks)
+    for rank in ranks.values():
+        # One MPI job of 2 ranks, 1 per node: MPI saw two hosts, not two singletons.
+        assert (rank["size"], rank["local_size"], rank["controller"]) == (2, 1, "mpi"), rank
+        assert rank["sum_ok"], rank
+
+
+def test_horovod_gloo_allreduce_across_nodes_through_slurm_launch() -> None:
+    needs_horovod()
+    if not LAUNCH.exists():
+        pytest.skip(f"{LAUNCH} missing")
+    out = two_nodes.run(
+        [
+            "srun",
+            "--nodes=2",
+            "--ntasks=2",
+            "--export=ALL,HOROVOD_CONTROLLER=gloo",
+            VENV_PYTHON,
+            str(LAUNCH),
+            "--",
+            VENV_PYTHON,
+            str(RANKS),
+            "horovod",
+        ],
+        timeout=120,
+    )
+    ranks = rank_lines(out)
+    assert_on_both_nodes(ranks)
+    for rank in ranks.values():
+        assert (rank["size"], rank["local_size"], rank["controller"]) == (2, 1, "gloo"), rank
+        assert rank["sum_ok"], rank
+
+
+def test_torch_distributed_gloo_across_nodes_with_master_on_the_first_node() -> None:
+    if not LAUNCH.exists():
+        pytest.skip(f"{LAUNCH} missing")
+    out = two_nodes.run(
+        [
+            "srun",
+            "--nodes=2",
+            "--ntasks=2",
+            VENV_PYTHON,
+            str(LAUNCH),
+            "--",
+            VENV_PYTHON,
+            str(RANKS),
+            "torch",
+        ],
+        timeout=120,
+    )
+    ranks = rank_lines(out)
+    assert_on_both_nodes(ranks)
+    for rank in ranks.values():
+        assert (rank["size"], rank["master_addr"]) == (2, "sb2n1"), rank
+        assert rank["sum_ok"], rank
+        assert [p["address"] for p in rank["peers"]] == ["10.77.0.11", "10.77.0.12"], rank
+
+
+@pytest.mark.engine
+def test_horovod_mpi_allreduce_across_nodes_in_the_image() -> None:
+    reason = image_available()
+    if reason:
+        pytest.skip(reason)
+    # One container per rank, started by the task in its node's namespaces: host network
+    # is the node's. Slurm's PMI socket goes in as fd 3 (podman renumbers passed fds).
+    per_rank = (
+        'exec 3>&"$PMI_FD" && exec podman run --rm --network=host --ipc=host'
+        " --env='SLURM_*' --env='PMI_*' --env=PMI_FD=3 --preserve-fds=1"
+        f" --volume={HERE}:/opt/tests-slurm:ro {IMAGE} python /opt/tests-slurm/ranks.py horovod"
+    )
+    out = two_nodes.run(
+        ["srun", "--nodes=2", "--ntasks=2", "--mpi=pmi2", "bash", "-c", per_rank], timeout=180
+    )
+    ranks = rank_lines(out)
+    assert_on_both_nodes(ranks)
+    for rank in ranks.values():
+        assert (rank["size"], rank["local_size"], rank["controller"]) == (2, 1, "mpi"), rank
+        assert rank["sum_ok"], rank
+
+
+def render_two_node_job(tmp_path: Path, cpu_recipe_text: str, write_recipe: Callable) -> Path:
+    """The pytorch-cpu variant's validate-podman-hpc.sbatch for 2 nodes x 1 rank, with plain
+    podman standing in for podman-hpc (tests/render/test_jobs_slurm.py's site template)."""
+    text = cpu_recipe_text.replace("  jobs:\n    nodes: 2\n    ranks_per_node: 1\n", JOBS)
+    assert JOBS in text, "recipes/cpu.yaml's jobs section changed: update this test"
+    site = tmp_path / "site"
+    (site / "jobs").mkdir(parents=True)
+    harness = json.dumps(f"{HARNESS}:/opt/stackbuild/validation:ro")
+    (site / "jobs" / "podman-hpc.sbatch.j2").write_text(
+        PODMAN_PYTHON.replace("@HARNESS@", "{{ " + harness + "|q }}")
+    )
+    variant = next(v for v in expand_matrix(load_recipe(write_recipe(text))) if "pytorch" in v.name)
+    out = render_variant(variant, tmp_path / "render", formats=["jobs"], site_templates=site)
+    return out / "jobs" / "validate-podman-hpc.sbatch"
+
+
+@pytest.mark.engine
+def test_rendered_validation_job_scales_across_two_nodes(
+    tmp_path: Path, cpu_recipe_text: str, write_recipe: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reason = image_available()
+    if reason:
+        pytest.skip(reason)
+    script = render_two_node_job(tmp_path, cpu_recipe_text, write_recipe)
+    assert "#SBATCH --nodes=2" in script.read_text()
+    for name, value in two_nodes.environment().items():
+        monkeypatch.setenv(name, value)
+    status, report, output = submit(script, tmp_path / "submit")
+    assert_validated(status, report, output)
+    # The 2-rank steps ran one rank on each node, each bound to its node's core.
+    (report_dir,) = (tmp_path / "submit").glob("validation-pytorch-cpu-*")
+    for tag in ("cosmoflow-pytorch-r2", "consistency-r2"):
+        ranks = [json.loads((report_dir / tag / f"rank-{r}.json").read_text()) for r in (0, 1)]
+        assert [r["host"] for r in ranks] == list(two_nodes.NODES), tag
+    scaling = next(c for c in report["checks"] if c["check"] == "weak-scaling")
+    print(f"two-node weak scaling {scaling['measured']}: {scaling['detail']}")
