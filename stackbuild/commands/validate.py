@@ -71,8 +71,12 @@ def _manifest_image_id(build_dir: Path) -> str:
     return image_id.removeprefix("sha256:")
 
 
+#: Runtimes whose program can inspect and run a local image (podman-hpc passes through).
+_LOCAL_STORE_RUNTIMES = ("podman", "docker", "podman-hpc")
+
+
 def _image_digest(image: str, runtime: str) -> str:
-    if runtime in ("podman", "docker"):
+    if runtime in _LOCAL_STORE_RUNTIMES:
         from stackbuild.tools import run_tool
 
         result = run_tool([runtime, "image", "inspect", "--format", "{{.Id}}", image], check=False)
@@ -90,7 +94,7 @@ def _image_expectations(image: str, runtime: str, build_dir: Path | None) -> dic
     text = None
     if build_dir is not None and (build_dir / "files/stackbuild-info.json").is_file():
         text = (build_dir / "files/stackbuild-info.json").read_text(encoding="utf-8")
-    elif runtime in ("podman", "docker"):
+    elif runtime in _LOCAL_STORE_RUNTIMES:
         from stackbuild.tools import run_tool
 
         result = run_tool(
