@@ -21,6 +21,14 @@ from pathlib import Path
 from typing import ClassVar
 
 from stackbuild.build.context import BuildSpec
+from stackbuild.build.docker_engine import (
+    check_docker,
+    docker_cli,
+    docker_containerfile,
+    tag_docker_image,
+    volume_image,
+    volume_mounts,
+)
 from stackbuild.errors import StackbuildError, ToolError
 from stackbuild.tools import find_tool, run_tool, stream_tool
 
@@ -82,6 +90,14 @@ class Builder(ABC):
         """The command that gives a built image its tags."""
         return [self.tool, "tag", image_id, *refs]
 
+    def tag(self, image_id: str, refs: list[str]) -> None:
+        """Give a built image its tags."""
+        run_tool(self.tag_argv(image_id, refs))
+
+    def failing_step(self, lines: list[str]) -> tuple[str | None, str]:
+        """The step that failed and why, from the build output."""
+        return failing_step(lines)
+
     def build(
         self,
         spec: BuildSpec,
@@ -107,7 +123,7 @@ class Builder(ABC):
                     hint=f"run the build again; the partial log is {log_path}",
                 ) from None
             if not result.ok or not iidfile.is_file():
-                step, why = failing_step(result.stdout.splitlines())
+                step, why = self.failing_step(result.stdout.splitlines())
                 where = f" at {step}" if step else ""
                 raise BuildError(
                     f"{self.name} build of {spec.image_refs[0]} failed{where} ({why})",
@@ -118,7 +134,7 @@ class Builder(ABC):
             image_id = iidfile.read_text(encoding="utf-8").strip().removeprefix("sha256:")
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        run_tool(self.tag_argv(image_id, spec.image_refs))
+        self.tag(image_id, spec.image_refs)
         return BuildResult(
             image_id=image_id,
             refs=tuple(spec.image_refs),
@@ -194,42 +210,83 @@ def _common_build_options(spec: BuildSpec, iidfile: Path, build_id: str) -> list
 
 
 class DockerBuilder(Builder):
-    """docker buildx build; argv only (no Docker engine on the project's machines)."""
+    """docker build with BuildKit (Debian's docker.io 20.10 has no buildx: the CLI builds).
+
+    Images, tags and the base image go through the `docker` Python package
+    (stackbuild/build/docker_engine.py); the build itself through the CLI, because BuildKit's
+    secrets and RUN --mount need the CLI's session with the daemon. podman's build volumes
+    become bind mounts of local snapshot images (docker_engine.volume_image).
+    """
 
     name = "docker"
     tool = "docker"
 
+    def __init__(self) -> None:
+        self.volume_images: dict[str, str] = {}
+
     def check_available(self) -> None:
-        """Docker needs its daemon and buildx; neither is on the project's machines."""
-        fix = "use --builder podman (or buildah); or install Docker Engine with buildx"
-        if shutil.which(self.tool) is None:
-            raise ToolError("the docker engine is not available here", hint=fix)
-        daemon = run_tool(
-            [self.tool, "info", "--format", "{{.ServerVersion}}"], check=False, timeout=30
-        )
-        if not daemon.ok:
-            raise ToolError(
-                f"the docker engine is not available here (docker info: {daemon.tail(1)})",
-                hint=fix,
-            )
-        if not run_tool([self.tool, "buildx", "version"], check=False, timeout=30).ok:
-            raise ToolError("docker buildx (BuildKit) is not available here", hint=fix)
+        """The daemon answers and the CLI builds with BuildKit."""
+        check_docker()
+
+    def build(
+        self,
+        spec: BuildSpec,
+        *,
+        log_path: Path,
+        on_line: Callable[[str], None] | None = None,
+    ) -> BuildResult:
+        """Snapshot the build volumes into local images, then build as every engine does."""
+        self.check_available()
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+
+        def say(message: str) -> None:
+            with log_path.open("a", encoding="utf-8") as log:
+                log.write(f"[stackbuild] {message}\n")
+            if on_line is not None:
+                on_line(message)
+
+        self.volume_images = {v.name: volume_image(spec, v, say) for v in spec.volumes}
+        return super().build(spec, log_path=log_path, on_line=on_line)
 
     def build_argv(self, spec: BuildSpec, iidfile: Path, build_id: str = "") -> list[str]:
-        """docker buildx build --iidfile ...; build volumes need --build-context (see below)."""
-        argv = [self.tool, "buildx", "build", "--load", "--iidfile", str(iidfile)]
-        argv += ["-f", str(spec.containerfile)]
+        """env DOCKER_BUILDKIT=1 docker build --iidfile ... -f <Containerfile with mounts>."""
+        containerfile = iidfile.with_name("Containerfile.docker")
+        mounts = volume_mounts(self.volume_images, spec.volumes) if spec.volumes else ""
+        text = spec.containerfile.read_text(encoding="utf-8")
+        containerfile.write_text(docker_containerfile(text, mounts), encoding="utf-8")
+        # Host networking: dockerd runs with --bridge=none here (no bridge, no iptables).
+        argv = ["env", "DOCKER_BUILDKIT=1", docker_cli(), "build", "--progress=plain"]
+        argv += ["--network=host", "--iidfile", str(iidfile), "-f", str(containerfile)]
+        if build_id:
+            argv += ["--build-arg", f"{BUILD_ID_ARG}={build_id}"]
         for secret_id, path in sorted(spec.secrets.items()):
             argv += ["--secret", f"id={secret_id},src={path}"]
-        # BuildKit cannot bind host folders with -v; a template would need
-        # RUN --mount=type=bind,from=<name>,target=... with these named contexts.
-        for volume in spec.volumes:
-            argv += ["--build-context", f"{volume.name}={volume.host}"]
         for key, value in sorted(spec.build_args.items()):
             argv += ["--build-arg", f"{key}={value}"]
         for key, value in sorted(spec.labels.items()):
             argv += ["--label", f"{key}={value}"]
         return [*argv, str(spec.context_dir)]
+
+    def tag(self, image_id: str, refs: list[str]) -> None:
+        """Tag through the Python package (no CLI version question)."""
+        tag_docker_image(image_id, refs)
+
+    def failing_step(self, lines: list[str]) -> tuple[str | None, str]:
+        """From BuildKit's plain progress: ('[stage i/n] INSTRUCTION', reason) that failed."""
+        steps: dict[str, str] = {}
+        for line in lines:
+            step = BUILDKIT_STEP.match(line)
+            if step:
+                steps[step["id"]] = step["text"]
+            error = BUILDKIT_ERROR.match(line)
+            if error:
+                return steps.get(error["id"]), error["why"].strip()
+        return None, "see the log"
+
+
+#: BuildKit's plain progress: `#12 [runtime 3/9] RUN ...` and `#12 ERROR: executor failed ...`.
+BUILDKIT_STEP = re.compile(r"^#(?P<id>\d+) (?P<text>\[[^\]]+\] .*)$")
+BUILDKIT_ERROR = re.compile(r"^#(?P<id>\d+) ERROR: (?P<why>.*)$")
 
 
 class ApptainerBuilder(Builder):

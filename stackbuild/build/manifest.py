@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from stackbuild.build.context import BuildSpec
+from stackbuild.build.docker_engine import inspect_docker_image
 from stackbuild.build.engines import BuildResult
 from stackbuild.build.images import inspect_image
 from stackbuild.build.sbom import SBOM_FILE, collect_packages
@@ -47,7 +48,8 @@ def source_revision(scope: Path, *, count_ignored: bool = False) -> str:
 
 def build_manifest(spec: BuildSpec, result: BuildResult) -> dict[str, Any]:
     """The manifest of a finished build, as a dict."""
-    image = inspect_image(result.image_id)
+    # Docker keeps its own image store: ask the engine that built the image.
+    image = (inspect_docker_image if result.engine == "docker" else inspect_image)(result.image_id)
     return {
         "schema": SCHEMA,
         "image_id": f"sha256:{image.id}",
@@ -65,7 +67,7 @@ def build_manifest(spec: BuildSpec, result: BuildResult) -> dict[str, Any]:
         "size_bytes": image.size,
         "build_log": str(result.log_path),
         "revision": image.labels.get(REVISION_LABEL),
-        "sbom": collect_packages(result.image_id).as_dict(),
+        "sbom": collect_packages(result.image_id, engine=result.engine).as_dict(),
         "sbom_file": SBOM_FILE,
     }
 

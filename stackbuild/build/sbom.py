@@ -25,6 +25,7 @@ from cyclonedx.output.json import JsonV1Dot6
 from packageurl import PackageURL
 
 from stackbuild import __version__
+from stackbuild.build.docker_engine import run_in_docker_image
 from stackbuild.tools import run_tool
 
 SBOM_FILE = "sbom.cdx.json"
@@ -56,9 +57,9 @@ class ImagePackages:
         return {"debian": self.debian, "python": self.python, "os": self.os_release}
 
 
-def collect_packages(image: str) -> ImagePackages:
+def collect_packages(image: str, engine: str = "podman") -> ImagePackages:
     """Debian packages (dpkg-query), Python packages (pip list) and os-release of image."""
-    deb = _run_in_image(image, DPKG_QUERY)
+    deb = _run_in_image(image, DPKG_QUERY, engine)
     debian = None
     if deb is not None:
         debian = []
@@ -66,7 +67,7 @@ def collect_packages(image: str) -> ImagePackages:
             parts = line.split("\t")
             if len(parts) == 3:
                 debian.append({"name": parts[0], "version": parts[1], "arch": parts[2]})
-    pip_out = (_run_in_image(image, PIP_LIST) or "").strip()
+    pip_out = (_run_in_image(image, PIP_LIST, engine) or "").strip()
     python = None
     if pip_out:
         try:
@@ -75,7 +76,8 @@ def collect_packages(image: str) -> ImagePackages:
             listed = None
         if isinstance(listed, list):
             python = [{"name": str(p["name"]), "version": str(p["version"])} for p in listed]
-    return ImagePackages(debian, python, parse_os_release(_run_in_image(image, OS_RELEASE) or ""))
+    os_release = parse_os_release(_run_in_image(image, OS_RELEASE, engine) or "")
+    return ImagePackages(debian, python, os_release)
 
 
 def parse_os_release(text: str) -> dict[str, str]:
@@ -88,8 +90,10 @@ def parse_os_release(text: str) -> dict[str, str]:
     return found
 
 
-def _run_in_image(image: str, script: str) -> str | None:
+def _run_in_image(image: str, script: str, engine: str = "podman") -> str | None:
     """Run a shell snippet in a throwaway container without network; None if it failed."""
+    if engine == "docker":  # Docker keeps its own image store; podman and buildah share one
+        return run_in_docker_image(image, script)
     result = run_tool(
         ["podman", "run", "--rm", "--network=none", "--entrypoint", "/bin/sh", image, "-c", script],
         check=False,

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from stackbuild.build.base import default_base_ref, ensure_base_image
 from stackbuild.build.context import VARIANT_FILE, BuildSpec, load_build_spec
+from stackbuild.build.docker_engine import ensure_docker_bases
 from stackbuild.build.doctor import run_doctor
 from stackbuild.build.engines import BUILDERS, default_builder, get_builder
 from stackbuild.build.export import FORMATS, export_image
@@ -187,7 +188,10 @@ def build_context(
     spec = dataclasses.replace(spec, build_args={REVISION_ARG: revision, **spec.build_args})
     builder = get_builder(engine) if engine else default_builder()
     builder.check_available()
-    ensure_bases(spec)
+    if builder.name == "docker":  # Docker has its own image store: import the base there
+        ensure_docker_bases(spec, say)
+    else:
+        ensure_bases(spec)
     out = out or spec.context_dir
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     log_path = out.resolve() / "logs" / f"build-{stamp}-{os.getpid()}.log"

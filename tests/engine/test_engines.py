@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from stackbuild.build.context import BuildSpec, BuildVolume
+from stackbuild.build.docker_engine import docker_client
 from stackbuild.build.engines import (
     ApptainerBuilder,
     BuildahBuilder,
@@ -64,11 +66,27 @@ def test_podman_and_buildah_bind_secrets_and_volumes_and_never_tag(builder) -> N
     assert argv[-1] == "/ctx"
 
 
-def test_docker_argv_uses_named_build_contexts_for_volumes() -> None:
-    argv = DockerBuilder().build_argv(SPEC, Path("/tmp/iid"))
-    assert argv[:3] == ["docker", "buildx", "build"]
-    assert "--build-context" in argv and "wheelhouse=/opt/wheels" in argv
-    assert "-v" not in argv
+def test_docker_argv_builds_with_buildkit_and_mounts_volume_snapshots(tmp_path: Path) -> None:
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Containerfile").write_text(
+        "FROM b\nRUN apt-get update\nRUN --mount=type=secret,id=ca_bundle \\\n    pip install x\n"
+    )
+    builder = DockerBuilder()
+    builder.volume_images = {"wheelhouse": "img-wh", "wheel_cache": "img-wc"}
+    spec = dataclasses.replace(SPEC, context_dir=context)
+    argv = builder.build_argv(spec, tmp_path / "iid")
+    assert argv[:2] == ["env", "DOCKER_BUILDKIT=1"] and argv[3] == "build"
+    assert "--network=host" in argv and "-v" not in argv and "-t" not in argv
+    assert "id=ca_bundle,src=/etc/ssl/ca.pem" in argv
+    dockerfile = Path(argv[argv.index("-f") + 1]).read_text()
+    # Only the pip step (it mounts the secrets) gets the volumes; rw only where podman's is.
+    assert "RUN apt-get update\n" in dockerfile
+    assert (
+        "RUN --mount=type=bind,from=img-wh,target=/wheelhouse "
+        "--mount=type=bind,from=img-wc,target=/cache/wheels,rw --mount=type=secret"
+    ) in dockerfile
+    assert argv[-1] == str(context)
 
 
 def test_apptainer_argv_binds_volumes_and_secrets() -> None:
@@ -78,16 +96,15 @@ def test_apptainer_argv_binds_volumes_and_secrets() -> None:
     assert argv[-1] == "/ctx/apptainer.def"
 
 
-def test_docker_cli_without_a_daemon_is_not_available(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    fake = tmp_path / "docker"
-    fake.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon' >&2\nexit 1\n")
-    fake.chmod(0o755)
-    monkeypatch.setattr(DockerBuilder, "tool", str(fake))
-    with pytest.raises(ToolError, match=r"not available here.*Cannot connect") as info:
-        DockerBuilder().check_available()
-    assert "--builder podman" in (info.value.hint or "")
+def test_docker_without_a_daemon_is_not_available(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    docker_client.cache_clear()
+    try:
+        with pytest.raises(ToolError, match=r"not available here \(not running") as info:
+            DockerBuilder().check_available()
+    finally:
+        docker_client.cache_clear()
+    assert "30-docker.sh" in (info.value.hint or "")
 
 
 @pytest.mark.parametrize("builder", [DockerBuilder(), ApptainerBuilder()])
