@@ -22,7 +22,7 @@ from stackbuild.build.context import VARIANT_FILE, BuildSpec, load_build_spec
 from stackbuild.build.docker_engine import ensure_docker_bases
 from stackbuild.build.doctor import run_doctor
 from stackbuild.build.engines import BUILDERS, default_builder, get_builder
-from stackbuild.build.export import FORMATS, export_image
+from stackbuild.build.export import FORMATS, PODMAN_HPC, export_image, migrate_podman_hpc
 from stackbuild.build.images import image_exists, inspect_image
 from stackbuild.build.manifest import (
     MANIFEST_FILE,
@@ -237,15 +237,34 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 @click.command("export")
 @click.argument("image")
-@click.option("--to", "fmt", type=click.Choice(FORMATS), required=True, help="Output format.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option(
+    "--to", "fmt", type=click.Choice([*FORMATS, PODMAN_HPC]), required=True, help="Output format."
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
-def export_command(image: str, fmt: str, output: Path, force: bool) -> None:
-    """Export IMAGE as a squashfs (Shifter, podman-hpc), an OCI archive, or a SIF.
+@click.option(
+    "--squash-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="podman-hpc: its squashfs store (default: $SQUASH_DIR, $SCRATCH/storage, /tmp/storage).",
+)
+def export_command(
+    image: str, fmt: str, output: Path | None, force: bool, squash_dir: Path | None
+) -> None:
+    """Export IMAGE as a squashfs (Shifter), an OCI archive, a SIF, or into podman-hpc.
 
     IMAGE is an image reference or a build directory (manifest.json from `stackbuild build`).
+    `--to podman-hpc` runs `podman-hpc migrate IMAGE` (no OUTPUT: podman-hpc's own store).
     """
     image = exported_ref(image)
+    if fmt == PODMAN_HPC:
+        say(f"podman-hpc migrate {image} ...")
+        migrated = migrate_podman_hpc(image, squash_dir)
+        size = migrated.squashfs.stat().st_size / 2**20
+        console.print(f"{migrated.squashfs}  ({size:.1f} MiB, podman-hpc store {migrated.store})")
+        say(f"run it with: podman-hpc run --rm {image} ...  (srun ... podman-hpc run --rm --mpi)")
+        return
+    if output is None:
+        raise StackbuildError(f"--to {fmt} writes a file: give it with -o/--output")
     say(f"exporting {image} to {fmt} ...")
     path = export_image(image, fmt, output, force=force)
     console.print(f"{path}  ({path.stat().st_size / 2**20:.1f} MiB)")
