@@ -79,10 +79,10 @@ for n in "${nodes[@]}"; do
     for _ in $(seq 50); do [ -d "/proc/$pid" ] || break; sleep 0.2; done
   fi
   # A name left over without its namespace (/run/netns survived, the namespace did not).
-  if ip netns list | grep -qw "^$n" && ! ip netns exec "$n" true 2>/dev/null; then
+  if ip netns list 2>/dev/null | grep -qw "^$n" && ! ip netns exec "$n" true 2>/dev/null; then
     ip netns delete "$n"
   fi
-  if ! ip netns list | grep -qw "^$n"; then
+  if ! ip netns list 2>/dev/null | grep -qw "^$n"; then
     ip link delete "${n}h" 2>/dev/null || true
     ip netns add "$n"
   fi
