@@ -24,6 +24,16 @@ def identity() -> dict[str, object]:
     }
 
 
+def loaded_library(prefix: str) -> str | None:
+    """The path of the first mapped library whose file name starts with prefix."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            path = line.split()[-1]
+            if os.path.basename(path).startswith(prefix):
+                return path
+    return None
+
+
 def horovod_rank() -> dict[str, object]:
     """A Horovod all-reduce (sum) of rank-dependent tensors, and the layout Horovod saw."""
     import horovod.torch as hvd
@@ -40,6 +50,7 @@ def horovod_rank() -> dict[str, object]:
         "controller": "mpi" if hvd.mpi_enabled() else "gloo",
         "sum_ok": bool(torch.equal(total, expected)),
         "sum_last": float(total[-1]),
+        "libmpi": loaded_library("libmpi"),
     }
     hvd.shutdown()
     return result

@@ -188,6 +188,39 @@ def test_horovod_mpi_allreduce_across_nodes_in_the_image() -> None:
         assert rank["sum_ok"], rank
 
 
+@pytest.mark.engine
+def test_horovod_mpi_allreduce_across_nodes_with_podman_hpc_and_the_site_mpich() -> None:
+    reason = image_available() or ("" if shutil.which("podman-hpc") else "podman-hpc not installed")
+    if reason:
+        pytest.skip(reason)
+    # podman-hpc's --mpi module (scripts/podman-hpc/): one shared container per node, each
+    # task exec'd into it with its PMI socket, the host's MPICH swapped in for the image's.
+    out = two_nodes.run(
+        [
+            "srun",
+            "--nodes=2",
+            "--ntasks=2",
+            "--mpi=pmi2",
+            "podman-hpc",
+            "run",
+            "--rm",
+            "--mpi",
+            f"--volume={HERE}:/opt/tests-slurm:ro",
+            IMAGE,
+            "python",
+            "/opt/tests-slurm/ranks.py",
+            "horovod",
+        ],
+        timeout=240,
+    )
+    ranks = rank_lines(out)
+    assert_on_both_nodes(ranks)
+    for rank in ranks.values():
+        assert (rank["size"], rank["local_size"], rank["controller"]) == (2, 1, "mpi"), rank
+        assert rank["sum_ok"], rank
+        assert rank["libmpi"].startswith("/opt/udiImage/modules/mpich/"), rank
+
+
 def render_two_node_job(tmp_path: Path, cpu_recipe_text: str, write_recipe: Callable) -> Path:
     """The pytorch-cpu variant's validate-podman-hpc.sbatch for 2 nodes x 1 rank, with plain
     podman standing in for podman-hpc (tests/render/test_jobs_slurm.py's site template)."""
