@@ -28,7 +28,7 @@ INSTALL_HINTS: dict[str, str] = {
     "umoci": "apt-get install umoci (or run scripts/setup-host.sh)",
     "unsquashfs": "apt-get install squashfs-tools (or run scripts/setup-host.sh)",
     "docker-registry": "apt-get install docker-registry (or run scripts/setup-host.sh)",
-    "docker": "install Docker Engine with BuildKit (not used on the project's machines)",
+    "docker": "apt-get install docker.io, then start it: bash scripts/setup.d/30-docker.sh",
     "apptainer": "install Apptainer from https://apptainer.org (not packaged in Debian 12)",
 }
 

@@ -207,10 +207,10 @@ def _import(tarball: Path, ref: str, changes: list[str] | None = None) -> None:
 # all. Its nearest form is `RUN --mount=type=bind,from=IMAGE,target=...,rw`: each volume's
 # host folder goes into a local image (no registry), mounted read-write with the writes
 # thrown away after the step. So a Docker build reads the same wheelhouse, download cache and
-# compiled Horovod wheels as podman's, but what it downloads or compiles is not kept there
-# (Docker's layer cache keeps the result instead). BuildKit keys a step by its mounts'
-# content, so a snapshot holds only what this variant reads, and an unchanged one is reused
-# by name: the steps stay cached until that content changes.
+# compiled Horovod wheels as podman's; a wheel it compiled is copied out of the built image
+# afterwards (`keep_compiled_wheels`), new downloads stay in Docker's layer cache only.
+# BuildKit keys a step by its mounts' content, so a snapshot holds only what this variant
+# reads, and an unchanged one is reused by name: the steps stay cached until it changes.
 
 
 def volume_paths(spec: BuildSpec, volume: BuildVolume) -> list[str] | None:
@@ -278,6 +278,50 @@ def volume_image(spec: BuildSpec, volume: BuildVolume, say: Callable[[str], None
         with contextlib.suppress(OSError):
             os.unlink(name)
     return ref
+
+
+def keep_compiled_wheels(spec: BuildSpec, image_id: str, say: Callable[[str], None]) -> None:
+    """Put the image's Horovod wheel into the host's wheel cache, as podman's build would.
+
+    BuildKit threw away what the build wrote to /cache/wheels; the runtime stage keeps the
+    wheel it installed (/opt/stackbuild/wheels), so it is copied out of the built image.
+    Written as build-horovod.sh writes it: a temporary folder renamed into place.
+    """
+    import docker
+
+    volume = next((v for v in spec.volumes if v.name == "wheel_cache"), None)
+    paths = volume_paths(spec, volume) if volume is not None else None
+    if volume is None or volume.read_only or not paths:
+        return
+    target = volume.host / paths[0]
+    if target.exists():
+        return
+    container = docker_client().containers.create(image_id, entrypoint="/bin/true")
+    try:
+        stream, _stat = container.get_archive("/opt/stackbuild/wheels")
+        with tempfile.TemporaryFile(dir=_scratch()) as raw:
+            for chunk in stream:
+                raw.write(chunk)
+            raw.seek(0)
+            with tarfile.open(fileobj=raw) as tar:
+                wheels = [
+                    m
+                    for m in tar.getmembers()
+                    if re.fullmatch(r"wheels/horovod-[^/]+\.whl", m.name)
+                ]
+                if len(wheels) != 1:
+                    return  # not an image of our Horovod stage
+                partial = target.with_name(f"{target.name}.tmp.{os.getpid()}")
+                partial.mkdir(parents=True)
+                source = tar.extractfile(wheels[0])
+                assert source is not None
+                (partial / Path(wheels[0].name).name).write_bytes(source.read())
+        partial.rename(target)
+        say(f"kept the compiled Horovod wheel in {target}")
+    except (docker.errors.DockerException, OSError, tarfile.TarError) as exc:
+        say(f"could not keep the Horovod wheel in {target}: {exc}")
+    finally:
+        container.remove(force=True)
 
 
 def volume_mounts(images: dict[str, str], volumes: tuple[BuildVolume, ...]) -> str:

@@ -25,6 +25,7 @@ from stackbuild.build.docker_engine import (
     check_docker,
     docker_cli,
     docker_containerfile,
+    keep_compiled_wheels,
     tag_docker_image,
     volume_image,
     volume_mounts,
@@ -246,7 +247,9 @@ class DockerBuilder(Builder):
                 on_line(message)
 
         self.volume_images = {v.name: volume_image(spec, v, say) for v in spec.volumes}
-        return super().build(spec, log_path=log_path, on_line=on_line)
+        result = super().build(spec, log_path=log_path, on_line=on_line)
+        keep_compiled_wheels(spec, result.image_id, say)
+        return result
 
     def build_argv(self, spec: BuildSpec, iidfile: Path, build_id: str = "") -> list[str]:
         """env DOCKER_BUILDKIT=1 docker build --iidfile ... -f <Containerfile with mounts>."""
@@ -274,19 +277,26 @@ class DockerBuilder(Builder):
     def failing_step(self, lines: list[str]) -> tuple[str | None, str]:
         """From BuildKit's plain progress: ('[stage i/n] INSTRUCTION', reason) that failed."""
         steps: dict[str, str] = {}
+        failed: tuple[str | None, str] = (None, "see the log")
         for line in lines:
             step = BUILDKIT_STEP.match(line)
             if step:
                 steps[step["id"]] = step["text"]
             error = BUILDKIT_ERROR.match(line)
-            if error:
-                return steps.get(error["id"]), error["why"].strip()
-        return None, "see the log"
+            if error and failed[0] is None:
+                failed = (steps.get(error["id"]), error["why"].strip())
+            # The summary repeats the step (` > [builder 7/9] RUN ...:`), for long step logs
+            # whose first line is no longer in the tail.
+            summary = BUILDKIT_SUMMARY.match(line)
+            if summary and failed[0] is None:
+                failed = (summary["text"], failed[1])
+        return failed
 
 
 #: BuildKit's plain progress: `#12 [runtime 3/9] RUN ...` and `#12 ERROR: executor failed ...`.
 BUILDKIT_STEP = re.compile(r"^#(?P<id>\d+) (?P<text>\[[^\]]+\] .*)$")
 BUILDKIT_ERROR = re.compile(r"^#(?P<id>\d+) ERROR: (?P<why>.*)$")
+BUILDKIT_SUMMARY = re.compile(r"^ > (?P<text>\[[^\]]+\] .*):$")
 
 
 class ApptainerBuilder(Builder):

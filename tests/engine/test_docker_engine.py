@@ -9,6 +9,7 @@ cpu_stack_build, shared with test_cpu_stack.py), so it compiles nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -24,13 +25,14 @@ from typing import Any
 
 import pytest
 
-from stackbuild.build.context import load_build_spec
+from stackbuild.build.context import BuildVolume, load_build_spec
 from stackbuild.build.docker_engine import (
     check_docker,
     docker_client,
     docker_image_exists,
     ensure_docker_bases,
     inspect_docker_image,
+    keep_compiled_wheels,
 )
 from stackbuild.build.engines import BuildError, DockerBuilder
 from stackbuild.build.hostconfig import cache_dir
@@ -162,6 +164,24 @@ def test_docker_build_reuses_the_compiled_horovod_wheel(docker_built: DockerBuil
     assert "horovod: compiled wheel cache hit" in log or "CACHED" in log
 
 
+def test_a_docker_build_keeps_its_horovod_wheel_in_the_host_cache(
+    docker_built: DockerBuilt, tmp_path: Path
+) -> None:
+    """What BuildKit threw away of /cache/wheels is copied out of the image, as podman keeps it."""
+    spec = load_build_spec(docker_built.folder)
+    volumes = tuple(
+        BuildVolume(v.name, tmp_path, v.target, v.read_only) if v.name == "wheel_cache" else v
+        for v in spec.volumes
+    )
+    kept: list[str] = []
+    image = docker_built.manifest["image_id"]
+    keep_compiled_wheels(dataclasses.replace(spec, volumes=volumes), image, kept.append)
+    cached = host_wheel(docker_built.folder)
+    copy = tmp_path / cached.parent.name / cached.name
+    assert copy.read_bytes() == cached.read_bytes(), kept
+    assert not list(tmp_path.glob("*.tmp.*"))
+
+
 def test_a_failed_docker_build_tags_nothing(dockerd: None, tmp_path: Path) -> None:
     """The secrets and a build volume reach the RUN step; the failing step is named; no tag."""
     base = "localhost/stackbuild/base:bookworm-minbase"
@@ -189,8 +209,12 @@ RUN echo about to fail && exit 3
     )
     spec = load_build_spec(context)
     ensure_docker_bases(spec, say=lambda _m: None)
-    with pytest.raises(BuildError) as info:
-        DockerBuilder().build(spec, log_path=tmp_path / "build.log")
+    builder = DockerBuilder()
+    try:
+        with pytest.raises(BuildError) as info:
+            builder.build(spec, log_path=tmp_path / "build.log")
+    finally:  # the snapshot of this test's own folder is of no use to anything else
+        docker_client().images.remove(builder.volume_images["wheel_cache"], force=True)
     # The second step is named: the first, with the secrets and the volume, passed.
     assert "RUN echo about to fail && exit 3" in (info.value.step or ""), info.value.message
     assert "exit code: 3" in info.value.message

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from stackbuild.build.context import BuildSpec, BuildVolume
-from stackbuild.build.docker_engine import docker_client
+from stackbuild.build.docker_engine import docker_client, docker_containerfile
 from stackbuild.build.engines import (
     ApptainerBuilder,
     BuildahBuilder,
@@ -121,6 +121,25 @@ def test_unknown_engine_lists_the_known_ones() -> None:
     with pytest.raises(StackbuildError, match="unknown engine") as info:
         get_builder("kaniko")
     assert "podman" in str(info.value)
+
+
+def test_failing_step_is_found_in_buildkit_output_even_without_its_first_line() -> None:
+    error = "#12 ERROR: executor failed running [/bin/sh -c sh build.sh]: exit code: 2"
+    full = ["#11 [builder 6/7] COPY files/horovod /h", "#12 [builder 7/7] RUN sh build.sh", error]
+    tail = ["#12 1.0 make: *** [all] Error 2", error, "------", " > [builder 7/7] RUN sh build.sh:"]
+    for lines in (full, tail):
+        step, why = DockerBuilder().failing_step(lines)
+        assert step == "[builder 7/7] RUN sh build.sh"
+        assert why.endswith("exit code: 2")
+
+
+def test_docker_volume_mounts_go_only_to_the_pip_steps_of_a_containerfile() -> None:
+    text = "FROM b\nRUN a \\\n  && b\nRUN --mount=type=secret,id=x \\\n  c\nCOPY x y\n"
+    out = docker_containerfile(text, "--mount=type=bind,from=v,target=/c,rw")
+    assert out == text.replace(
+        "RUN --mount=type=secret", "RUN --mount=type=bind,from=v,target=/c,rw --mount=type=secret"
+    )
+    assert docker_containerfile(text, "") == text
 
 
 def test_failing_step_is_found_in_podman_and_buildah_output() -> None:
