@@ -9,8 +9,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from validation.launch_env import SLURM_TASK_VARIABLES
+from validation.runtimes import RUNTIMES as CONTAINER_RUNTIMES
+from validation.runtimes import container_argv, host_env, pmi_fd_prefix
 
-RUNTIMES = ("native", "podman", "docker", "podman-hpc", "shifter", "apptainer")
+#: "native" runs this machine's Python; the others are rows of validation/runtimes.py.
+RUNTIMES = ("native", *CONTAINER_RUNTIMES)
 LAUNCHERS = ("none", "torchrun", "mpirun", "srun", "horovodrun")
 INSIDE_LAUNCHERS = ("torchrun", "horovodrun")
 #: srun's PMI plugin for each MPI flavour in images (MPICH's PMI-1/2 client, Open MPI's PMIx).
@@ -92,51 +95,23 @@ def _rendezvous_env(plan: LaunchPlan) -> dict[str, str]:
 
 
 def _container_prefix(plan: LaunchPlan, mpi_outside: bool) -> list[str]:
+    """The runtime's words up to the image (validation/runtimes.py says how each runs one)."""
     env = _rendezvous_env(plan)
-    image = str(plan.image)
-    if plan.runtime in ("podman", "docker"):
-        argv = [plan.runtime, "run", "--rm", "--network=host", "--ipc=host"]
-        if plan.gpu:
-            argv += (
-                ["--gpus", "all"]
-                if plan.runtime == "docker"
-                else ["--device", "nvidia.com/gpu=all"]
-            )
-        for host, inner in plan.mounts:
-            argv += ["-v", f"{host}:{inner}"]
-        for key, value in sorted(env.items()):
-            argv += ["-e", f"{key}={value}"]
-        # mpirun/srun set rank variables outside; pass them through to the container.
-        if mpi_outside:
-            for var in OUTSIDE_RANK_VARIABLES:
-                argv += ["-e", var]
-        return [*argv, image]
-    if plan.runtime == "podman-hpc":
-        argv = ["podman-hpc", "run", "--rm", "--network=host"]
-        argv += ["--gpu"] if plan.gpu else []
-        argv += ["--mpi"] if mpi_outside else []
-        for host, inner in plan.mounts:
-            argv += ["-v", f"{host}:{inner}"]
-        for key, value in sorted(env.items()):
-            argv += ["-e", f"{key}={value}"]
-        return [*argv, image]
-    if plan.runtime == "shifter":
-        # Shifter passes the host environment in (except LD_*), so env goes on the host side.
-        argv = ["shifter", f"--image={image}"]
-        argv += ["--module=gpu"] if plan.gpu else []
-        argv += [f"--volume={host}:{inner}" for host, inner in plan.mounts]
-        if env:
-            argv = ["env", *[f"{k}={v}" for k, v in sorted(env.items())], *argv]
-        return argv
-    if plan.runtime == "apptainer":
-        argv = ["apptainer", "exec"]
-        argv += ["--nv"] if plan.gpu else []
-        for host, inner in plan.mounts:
-            argv += ["--bind", f"{host}:{inner}"]
-        for key, value in sorted(env.items()):
-            argv += ["--env", f"{key}={value}"]
-        return [*argv, image]
-    return []
+    shim, fds = pmi_fd_prefix(plan.runtime) if plan.launcher == "srun" else ([], 0)
+    # mpirun/srun set rank variables outside; they are passed through to the container.
+    argv = shim + container_argv(
+        plan.runtime,
+        str(plan.image),
+        gpu=plan.gpu,
+        mpi=mpi_outside,
+        mounts=plan.mounts,
+        env=env,
+        pass_env=OUTSIDE_RANK_VARIABLES if mpi_outside else (),
+        preserve_fds=fds,
+        mpi_flavor=plan.mpi_flavor,
+    )
+    outside = host_env(plan.runtime, env)  # Shifter: env goes on the host side
+    return ["env", *[f"{k}={v}" for k, v in sorted(outside.items())], *argv] if outside else argv
 
 
 def build_command(plan: LaunchPlan, module_args: Sequence[str]) -> list[str]:

@@ -208,6 +208,23 @@ def first_host(nodelist: str) -> str:
     )
 
 
+def hostnames(nodelist: str) -> list[str]:
+    """Expand a Slurm hostlist ("nid[0012-0013,0020],login1" -> four names), as
+    `scontrol show hostnames` does, zero-padding kept (one bracket group per name)."""
+    names: list[str] = []
+    for part in re.findall(r"[^,\[]+(?:\[[^\]]*\])?[^,]*", nodelist):
+        match = re.fullmatch(r"([^\[]*)\[([^\]]*)\](.*)", part.strip())
+        if not match:
+            names.append(part.strip())
+            continue
+        head, ranges, tail = match.groups()
+        for item in ranges.split(","):
+            low, _, high = item.partition("-")
+            for number in range(int(low), int(high or low) + 1):
+                names.append(f"{head}{number:0{len(low)}d}{tail}")
+    return names
+
+
 def slurm_master_port(env: Mapping[str, str]) -> int | None:
     """A port in 15000-29999 derived from job and step ids (steps may share a node)."""
     try:

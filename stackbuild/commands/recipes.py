@@ -15,9 +15,11 @@ from stackbuild.errors import StackbuildError
 from stackbuild.lint import lint_tree
 from stackbuild.recipe import Variant, expand_matrix, load_recipe, select_variant
 from stackbuild.recipe.catalog import find_recipe, shipped_recipes
+from stackbuild.recipe.matrix import with_runtime
 from stackbuild.recipe.yamlsource import format_path
 from stackbuild.render.renderer import render_variant
 from stackbuild.render.writers import WRITERS, check_formats
+from validation.runtimes import RUNTIMES as CONTAINER_RUNTIMES
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -124,6 +126,11 @@ def show_command(variant: str, recipe: str | None, as_json: bool) -> None:
     help="Site template directory; its files override the built-in templates.",
 )
 @click.option("--force", is_flag=True, help="Replace output directories not made by render.")
+@click.option(
+    "--runtime",
+    type=click.Choice(list(CONTAINER_RUNTIMES)),
+    help="Runtime of the module wrappers [default: the recipe's modules.runtime].",
+)
 def render_command(
     recipe: str,
     variants: tuple[str, ...],
@@ -131,11 +138,14 @@ def render_command(
     output: Path,
     templates: Path | None,
     force: bool,
+    runtime: str | None,
 ) -> None:
     """Render a recipe's variants into OUTPUT/<variant>/ (deterministic)."""
     formats = parse_only(only)
     all_variants = load_variants(recipe)
     chosen = [select_variant(all_variants, v) for v in variants] if variants else all_variants
+    if runtime:
+        chosen = [with_runtime(v, runtime) for v in chosen]
     for variant in chosen:
         path = render_variant(variant, output, formats, templates, force=force)
         console.print(Text(f"rendered {variant.name} -> {path}"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import string
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -382,3 +382,9 @@ def select_variant(variants: list[Variant], name: str) -> Variant:
             return variant
     valid = ", ".join(v.name for v in variants)
     raise RecipeError(f"unknown variant {name!r}", hint=f"valid variants: {valid}")
+
+
+def with_runtime(variant: Variant, runtime: str) -> Variant:
+    """The variant with its module wrappers' runtime replaced (`render --runtime`)."""
+    modules = variant.settings.modules.model_copy(update={"runtime": runtime})
+    return replace(variant, settings=variant.settings.model_copy(update={"modules": modules}))

@@ -409,7 +409,8 @@ class Image(Strict):
     registry: Registry = "localhost"
 
 
-Runtime = Literal["shifter", "podman-hpc", "podman", "apptainer"]
+#: The runtimes of validation/runtimes.py (one table says how each runs an image).
+Runtime = Literal["shifter", "podman-hpc", "podman", "docker", "apptainer"]
 
 
 class Modules(Strict):

@@ -21,6 +21,7 @@ from stackbuild.errors import TemplateError
 from stackbuild.recipe.matrix import Variant
 from stackbuild.render.context import STACKBUILD_DIR, SYSTEM_PATH, VENV, BuildContext
 from stackbuild.render.environment import render_template
+from stackbuild.render.runscript import REPORT_DIR, run_image_context
 from stackbuild.render.spython_adapter import parse_containerfile_text, write_definition
 from validation.launch import SRUN_MPI_PLUGINS
 from validation.plan import (
@@ -30,11 +31,10 @@ from validation.plan import (
     probe_file,
     stack_expectations,
 )
+from validation.runtimes import RUNTIMES as CONTAINER_RUNTIMES
 
 VALIDATION_PACKAGE = PROJECT_ROOT / "validation"
 GENERATOR = f"stackbuild {__version__}"
-#: podman-hpc's module flag that brings the MPI flavour's PMI (and SLURM_*/PMI_* variables) in.
-PODMAN_HPC_MPI_FLAGS = {"mpich": "--mpi", "openmpi": "--openmpi-pmix"}
 
 
 @dataclass(frozen=True)
@@ -134,9 +134,14 @@ def template_context(variant: Variant) -> dict[str, Any]:
         "jobs": s.jobs,
         "threads": ctx.threads,
         "mpi_plugin": SRUN_MPI_PLUGINS[s.mpi.flavor],
-        "podman_hpc_mpi_flag": PODMAN_HPC_MPI_FLAGS[s.mpi.flavor],
         "sif_path": sif_path(variant),
-    }
+    } | run_image_context(
+        s.modules.runtime,
+        gpu=s.cuda is not None,
+        site_modules=s.jobs.shifter_modules,
+        who=f"{variant.module_name}/{variant.module_version}",
+        mpi_flavor=s.mpi.flavor,
+    )
 
 
 def _text(path: str, content: str, executable: bool = False) -> RenderedFile:
@@ -365,7 +370,8 @@ def write_modules(variant: Variant, env: jinja2.Environment) -> list[RenderedFil
     return files
 
 
-JOB_RUNTIMES = {"shifter": "Shifter", "podman-hpc": "podman-hpc", "apptainer": "Apptainer"}
+#: One job script per runtime of the table (validation/runtimes.py).
+JOB_RUNTIMES = {name: row.label for name, row in CONTAINER_RUNTIMES.items()}
 
 
 def job_request(variant: Variant, runtime: str) -> ValidationRequest:
@@ -423,7 +429,17 @@ def write_jobs(variant: Variant, env: jinja2.Environment) -> list[RenderedFile]:
     for runtime, label in JOB_RUNTIMES.items():
         script = f"validate-{runtime}.sbatch"
         request = job_request(variant, runtime)
-        context = template_context(variant) | {
+        s = variant.settings
+        context = template_context(variant) | run_image_context(
+            runtime,
+            gpu=s.cuda is not None,
+            site_modules=s.jobs.shifter_modules,
+            mounts=[(REPORT_DIR, REPORT_DIR), *s.jobs.volumes.items()],
+            who=f"validate-{variant.name}",
+            mpi_flavor=s.mpi.flavor,
+        )
+        context |= {
+            "job_image": sif_path(variant) if runtime == "apptainer" else variant.image_reference,
             "runtime_label": label,
             "script_name": script,
             "total_ranks": max(request.ranks),

@@ -109,13 +109,19 @@ def test_each_runtime_starts_the_image_python_under_srun() -> None:
             '--mpi=pmi2 --kill-on-bad-exit=1 \\\n    "${image_python[@]}" -m validation' in script
         )
         assert script.rstrip().endswith('--out "$report_dir"')  # the verdict is the exit status
-    assert "image_python=(shifter python)" in scripts["shifter"]
+    # Every script runs each task through run-image, the module wrappers' own lines.
+    for script in scripts.values():
+        assert 'image_python=("$report_dir/run-image" python)' in script
     assert "#SBATCH --image=docker:localhost/stackbuild/pytorch:2.13-cpu" in scripts["shifter"]
-    assert "podman-hpc run --rm --mpi\n" in scripts["podman-hpc"]
-    assert "apptainer exec\n" in scripts["apptainer"]
+    assert 'run=(shifter --image=docker:"${image#docker:}" --module=mpich' in scripts["shifter"]
+    assert "  run+=(--mpi)\n" in scripts["podman-hpc"]
+    assert "run=(apptainer exec --pwd=" in scripts["apptainer"]
+    assert "run+=(--preserve-fds=1)" in scripts["podman"]
+    assert "--preserve-fds" not in scripts["docker"]  # dockerd's child: Gloo, not PMI
     on_gpu = job_scripts(gpu)
-    assert "podman-hpc run --rm --mpi --gpu\n" in on_gpu["podman-hpc"]
-    assert "apptainer exec --nv\n" in on_gpu["apptainer"]
+    assert "run=(podman-hpc run --rm -i --network=host --gpu " in on_gpu["podman-hpc"]
+    assert "run=(apptainer exec --nv " in on_gpu["apptainer"]
+    assert "--module=gpu,nccl-plugin" in on_gpu["shifter"]
     assert all("--expect-gpu" in evaluation(s) for s in on_gpu.values())
     assert '--cpus-per-task="$cpus_per_rank"' in on_gpu["shifter"]  # srun does not inherit it
 
@@ -125,7 +131,7 @@ def test_open_mpi_stacks_use_pmix(cpu_recipe_text: str, write_recipe: Callable) 
     variant = variants(write_recipe(text))[0]
     scripts = job_scripts(variant)
     assert all("--mpi=pmix" in s and "--mpi=pmi2" not in s for s in scripts.values())
-    assert "podman-hpc run --rm --openmpi-pmix\n" in scripts["podman-hpc"]
+    assert "  run+=(--openmpi-pmix)\n" in scripts["podman-hpc"]
 
 
 @pytest.mark.parametrize("recipe", SHIPPED, ids=lambda p: p.stem)
@@ -182,7 +188,8 @@ def test_a_failed_step_is_recorded_and_the_job_exits_with_the_verdict(
     calls = (tmp_path / "calls.log").read_text().splitlines()
     assert len(calls) == len(status) + 2
     assert "--ntasks=2 --ntasks-per-node=1 --cpus-per-task=8" in calls[2]  # 2 nodes x 1 rank
-    assert calls[-1].startswith("shifter python -m validation evaluate")
+    assert calls[-1].startswith("shifter --image=docker:localhost/stackbuild/pytorch:2.13-cpu")
+    assert " -- python -m validation evaluate " in calls[-1]
 
 
 def test_too_small_an_allocation_is_refused_before_any_step(tmp_path: Path) -> None:

@@ -101,6 +101,7 @@ def test_shifter_wrapper_runs_the_command_in_the_image(tmp_path: Path):
     assert result.stdout.splitlines() == [
         "--image=docker:localhost/stackbuild/tensorflow:2.21-knl",
         "--module=mpich",
+        f"--volume={Path.cwd()}:{Path.cwd()}",
         "--",
         "python",
         "train.py",
@@ -119,19 +120,28 @@ def test_wrapper_image_can_be_overridden(tmp_path: Path):
     assert result.stdout.splitlines()[:2] == ["--image=docker:mine:1", "--module=gpu,nccl-plugin"]
 
 
-def test_podman_wrapper_passes_slurm_environment_and_workdir(tmp_path: Path):
+def test_shifter_wrapper_in_an_srun_task_runs_the_slurm_launcher(tmp_path: Path):
+    out, v = rendered(tmp_path, "knl", "tensorflow-knl")
+    wrapper = out / "wrappers" / v.module_name / v.module_version / "bin" / "python"
+    env = fake_runtime(tmp_path, "shifter") | {"SLURM_STEP_ID": "0", "SLURM_PROCID": "1"}
+    result = subprocess.run([wrapper, "train.py"], capture_output=True, text=True, env=env)
+    argv = result.stdout.splitlines()
+    # Shifter passes the host environment and file descriptors in: only the launcher is added.
+    tail = ["--", "python", "/opt/stackbuild/validation/slurm_launch.py", "--", "python"]
+    assert argv[-6:] == [*tail, "train.py"], argv
+
+
+def test_a_missing_runtime_names_itself_and_what_to_load(tmp_path: Path):
     out, v = rendered(tmp_path, "cpu", "pytorch-cpu")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "bash").symlink_to("/bin/bash")
     wrapper = out / "wrappers" / v.module_name / v.module_version / "bin" / "python"
     result = subprocess.run(
-        [wrapper, "-c", "print(1)"],
+        [wrapper, "-c", "1"],
         capture_output=True,
         text=True,
-        env=fake_runtime(tmp_path, "podman"),
-        cwd=tmp_path,
-        check=True,
-        stdin=subprocess.DEVNULL,
+        env={"PATH": str(tmp_path / "bin")},
     )
-    argv = result.stdout.splitlines()
-    assert argv[:3] == ["run", "--rm", "-i"]
-    assert "--env=SLURM_*" in argv and f"--workdir={tmp_path}" in argv
-    assert argv[-4:] == ["localhost/stackbuild/pytorch:2.13-cpu", "python", "-c", "print(1)"]
+    assert result.returncode == 127
+    assert "pytorch/2.13-cpu: podman is not on PATH" in result.stderr
+    assert "load its module" in result.stderr

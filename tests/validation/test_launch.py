@@ -32,9 +32,8 @@ def test_podman_runs_torchrun_inside_one_container() -> None:
         env={"OMP_NUM_THREADS": "1"},
     )
     argv = build_command(plan, ARGS)
-    assert argv[:5] == ["podman", "run", "--rm", "--network=host", "--ipc=host"]
-    assert argv[5:7] == ["-v", "/host/out:/validation/out"]
-    assert argv[7:9] == ["-e", "OMP_NUM_THREADS=1"]
+    assert argv[:6] == ["podman", "run", "--rm", "--network=host", "--ipc=host", "--pid=host"]
+    assert argv[6:8] == ["--volume=/host/out:/validation/out", "--env=OMP_NUM_THREADS=1"]
     i = argv.index("img:1")
     assert argv[i + 1 : i + 5] == ["torchrun", "--standalone", "--nproc-per-node=2", "--no-python"]
     assert argv[-6:] == ["python", "-m", "validation", *ARGS]
@@ -43,7 +42,7 @@ def test_podman_runs_torchrun_inside_one_container() -> None:
 def test_docker_gpu_flag_differs_from_podman() -> None:
     docker = build_command(LaunchPlan(runtime="docker", image="i", gpu=True), ARGS)
     podman = build_command(LaunchPlan(runtime="podman", image="i", gpu=True), ARGS)
-    assert "--gpus" in docker and "nvidia.com/gpu=all" in podman
+    assert "--gpus=all" in docker and "--device=nvidia.com/gpu=all" in podman
 
 
 def test_srun_shifter_starts_one_container_per_rank() -> None:
@@ -68,8 +67,16 @@ def test_srun_shifter_starts_one_container_per_rank() -> None:
 
 def test_srun_podman_passes_the_slurm_task_variables_in() -> None:
     argv = build_command(LaunchPlan(runtime="podman", launcher="srun", ranks=2, image="i"), ARGS)
-    passed = {argv[i + 1] for i, a in enumerate(argv[: argv.index("i")]) if a == "-e"}
+    passed = {a.removeprefix("--env=") for a in argv[: argv.index("i")] if a.startswith("--env=")}
     assert {"SLURM_PROCID", "SLURM_STEP_ID", "SLURM_STEP_NODELIST", "PMI_RANK"} <= passed
+    # Each task hands Slurm's PMI socket to its container as fd 3 (one MPI job, not N).
+    p = argv.index("podman")
+    assert argv[p - 4 : p - 2] == ["bash", "-c"] and "--preserve-fds=1" in argv
+
+
+def test_srun_docker_cannot_pass_pmi_and_gets_no_fd_shim() -> None:
+    argv = build_command(LaunchPlan(runtime="docker", launcher="srun", ranks=2, image="i"), ARGS)
+    assert "bash" not in argv and not any(a.startswith("--preserve-fds") for a in argv)
 
 
 def test_srun_podman_hpc_passes_mpi_flag() -> None:
@@ -85,14 +92,7 @@ def test_apptainer_exec_with_binds_and_nv() -> None:
     argv = build_command(
         LaunchPlan(runtime="apptainer", image="img.sif", gpu=True, mounts=MOUNTS), ARGS
     )
-    assert argv[:6] == [
-        "apptainer",
-        "exec",
-        "--nv",
-        "--bind",
-        "/host/out:/validation/out",
-        "img.sif",
-    ]
+    assert argv[:5] == ["apptainer", "exec", "--nv", "--bind=/host/out:/validation/out", "img.sif"]
 
 
 def test_mpirun_outside_apptainer_passes_rendezvous_per_flavour() -> None:
