@@ -12,7 +12,7 @@ set -euo pipefail
 for tool in ip unshare nsenter taskset slurmctld slurmd sinfo scontrol; do
   if ! command -v "$tool" >/dev/null; then
     echo "setup-host: $tool missing: install iproute2 util-linux slurmctld slurmd" \
-      "slurm-client" >&2
+      "slurm-client (scripts/apt-packages.txt)" >&2
     exit 1
   fi
 done
