@@ -53,14 +53,15 @@ class TorchSync:
                 hvd.init()
             self.hvd = hvd
             info = RankInfo(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), "horovod")
-        elif info.world_size > 1:
+        elif info.world_size > 1 or mode in ("ddp", "manual"):
+            # Asked for by name, DDP runs at one rank too (a 1-rank group): that is how a
+            # single GPU exercises NCCL (benchmarks/gpu_device_check.sh). The plans' 1-rank
+            # baselines pass no --sync and stay plain.
             export_rendezvous(info)
             with idle_priority_threads(idle_comm) as self.comm_threads_idle:
                 dist.init_process_group(
                     backend=backend_for(self.device), rank=info.rank, world_size=info.world_size
                 )
-        elif mode in ("ddp", "manual"):
-            self.mode = "none"
         self.info = info
 
     @property
