@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.render.test_jobs_slurm import assert_validated, render_job_script, submit
+
 pytestmark = [pytest.mark.engine, pytest.mark.stack]
 
 LMOD_INIT = Path("/usr/share/lmod/lmod/init/bash")
@@ -117,3 +119,17 @@ def test_the_wrapper_runs_in_the_callers_folder_with_its_variables(module_job: C
     assert result.returncode == 0, result.stderr[-3000:]
     here, *inside = result.stdout.split()
     assert inside == ["7", "3", "podman", here]
+
+
+@pytest.mark.parametrize("runtime", ["podman"])
+def test_the_shipped_job_script_validates_under_slurm(
+    runtime: str,
+    cpu_stack_build: Callable[[str], tuple[Path, dict[str, object]]],
+    tmp_path: Path,
+    cpu_recipe_text: str,
+    write_recipe: Callable,
+) -> None:
+    """validate-RUNTIME.sbatch as rendered, runtime lines included: one container per rank."""
+    cpu_stack_build("pytorch-cpu")  # the image the script names, built from this checkout
+    script = render_job_script(tmp_path, cpu_recipe_text, write_recipe, runtime)
+    assert_validated(*submit(script, tmp_path / "submit"))

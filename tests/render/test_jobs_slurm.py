@@ -1,11 +1,11 @@
 """A rendered job script submitted to a real Slurm cluster with `sbatch --wait`.
 
-scripts/setup.d/50-slurm.sh starts a one-node cluster on the test machine. The scripts are
-the shipped templates with one block replaced through a site template directory, as a site
-would: the command that runs the image's python (the host's venv, or plain podman with the
-image the CPU stack built). Everything else (srun per step, rank detection from Slurm's
-variables, torch.distributed rendezvous, step records, the closing evaluation and its exit
-status) is what users submit.
+scripts/setup.d/50-slurm.sh starts a one-node cluster on the test machine. Here the script is
+the shipped template with one block replaced through a site template directory, as a site
+would: the command that runs python (the host's venv instead of an image). Everything else
+(srun per step, rank detection from Slurm's variables, torch.distributed rendezvous, step
+records, the closing evaluation and its exit status) is what users submit. The shipped
+scripts with their own runtime lines run in tests/engine/test_module_srun.py.
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ from stackbuild.render.renderer import render_variant
 
 pytestmark = pytest.mark.tools
 
-IMAGE = "localhost/stackbuild/pytorch:2.13-cpu"
-HARNESS = PROJECT_ROOT / "validation"
 
 #: One node, 2 ranks, one suite: about 1.5 minutes on 2 idle cores. The weak-scaling
 #: threshold is low because the test machine's 2 cores are shared with other work (image
@@ -46,20 +44,6 @@ VENV_PYTHON = """{% extends "builtin/jobs/apptainer.sbatch.j2" %}
 # This checkout's harness with the host's venv stands in for the image.
 export PYTHONPATH=@PROJECT@
 image_python=(@PYTHON@)
-{% endblock %}
-"""
-
-PODMAN_PYTHON = """{% extends "builtin/jobs/podman-hpc.sbatch.j2" %}
-{% block image_python %}
-# Plain podman stands in for podman-hpc (--mpi passes SLURM_* and PMI_* in the same way);
-# this checkout's harness is mounted over the image's.
-image={{ image_reference|q }}
-image_python=(
-  podman run --rm --network=host --ipc=host --env='SLURM_*' --env='PMI_*'
-  --volume="$report_dir:$report_dir"
-  --volume=@HARNESS@
-  "$image" python
-)
 {% endblock %}
 """
 
@@ -82,18 +66,25 @@ def _literal(value: str) -> str:
 
 
 def render_job_script(
-    tmp_path: Path, cpu_recipe_text: str, write_recipe: Callable, runtime: str, template: str
+    tmp_path: Path,
+    cpu_recipe_text: str,
+    write_recipe: Callable,
+    runtime: str,
+    template: str | None = None,
 ) -> Path:
-    """The pytorch-cpu variant's validate-RUNTIME.sbatch, with the site's image_python."""
+    """The pytorch-cpu variant's validate-RUNTIME.sbatch on 1 node x 2 ranks; with a
+    template, the site's image_python replaces the shipped runtime lines."""
     text = cpu_recipe_text.replace("  jobs:\n    nodes: 2\n    ranks_per_node: 1\n", JOBS)
     assert JOBS in text, "recipes/cpu.yaml's jobs section changed: update this test"
-    site = tmp_path / "site"
-    (site / "jobs").mkdir(parents=True)
-    (site / "jobs" / f"{runtime}.sbatch.j2").write_text(
-        template.replace("@PROJECT@", _literal(str(PROJECT_ROOT)))
-        .replace("@PYTHON@", _literal(sys.executable))
-        .replace("@HARNESS@", _literal(f"{HARNESS}:/opt/stackbuild/validation:ro"))
-    )
+    site = None
+    if template is not None:
+        site = tmp_path / "site"
+        (site / "jobs").mkdir(parents=True)
+        (site / "jobs" / f"{runtime}.sbatch.j2").write_text(
+            template.replace("@PROJECT@", _literal(str(PROJECT_ROOT))).replace(
+                "@PYTHON@", _literal(sys.executable)
+            )
+        )
     variant = next(v for v in expand_matrix(load_recipe(write_recipe(text))) if "pytorch" in v.name)
     out = render_variant(variant, tmp_path / "render", formats=["jobs"], site_templates=site)
     return out / "jobs" / f"validate-{runtime}.sbatch"
@@ -149,17 +140,4 @@ def test_sbatch_runs_the_validation_with_srun_and_exits_with_its_verdict(
     tmp_path: Path, cpu_recipe_text: str, write_recipe: Callable
 ) -> None:
     script = render_job_script(tmp_path, cpu_recipe_text, write_recipe, "apptainer", VENV_PYTHON)
-    assert_validated(*submit(script, tmp_path / "submit"))
-
-
-@needs_slurm
-@pytest.mark.engine
-@pytest.mark.skipif(shutil.which("podman") is None, reason="podman not installed")
-def test_sbatch_runs_one_podman_container_per_rank(
-    tmp_path: Path, cpu_recipe_text: str, write_recipe: Callable
-) -> None:
-    inspect = subprocess.run(["podman", "image", "exists", IMAGE], check=False)
-    if inspect.returncode != 0:
-        pytest.skip(f"{IMAGE} not built (stackbuild build recipes/cpu.yaml --variant pytorch-cpu)")
-    script = render_job_script(tmp_path, cpu_recipe_text, write_recipe, "podman-hpc", PODMAN_PYTHON)
     assert_validated(*submit(script, tmp_path / "submit"))
