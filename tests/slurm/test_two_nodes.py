@@ -8,6 +8,7 @@ are not shared. The Horovod and torch.distributed ranks are tests/slurm/ranks.py
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -19,12 +20,13 @@ import pytest
 from stackbuild import PROJECT_ROOT
 from stackbuild.recipe import expand_matrix, load_recipe
 from stackbuild.render.renderer import render_variant
-from tests.render.test_jobs_slurm import HARNESS, PODMAN_PYTHON, assert_validated, submit
+from tests.render.test_jobs_slurm import assert_validated, submit
 from tests.slurm import two_nodes
 
 pytestmark = [pytest.mark.tools, pytest.mark.usefixtures("two_node_cluster")]
 
 IMAGE = "localhost/stackbuild/pytorch:2.13-cpu"
+LMOD_INIT = Path("/usr/share/lmod/lmod/init/bash")
 VENV_PYTHON = str(PROJECT_ROOT / ".venv" / "bin" / "python")
 HERE = Path(__file__).resolve().parent
 RANKS = HERE / "ranks.py"
@@ -60,15 +62,6 @@ def assert_on_both_nodes(ranks: dict[int, dict[str, Any]]) -> None:
         two_nodes.ADDRESSES[n] for n in two_nodes.NODES
     ]
     assert ranks[0]["netns"] != ranks[1]["netns"]
-
-
-def image_available() -> str:
-    """Why the CPU stack image cannot run here ("" when it can)."""
-    if shutil.which("podman") is None:
-        return "podman not installed"
-    if subprocess.run(["podman", "image", "exists", IMAGE], check=False).returncode != 0:
-        return f"{IMAGE} not built (stackbuild build recipes/cpu.yaml --variant pytorch-cpu)"
-    return ""
 
 
 def needs_horovod() -> None:
@@ -166,33 +159,73 @@ def test_torch_distributed_gloo_across_nodes_with_master_on_the_first_node() -> 
         assert [p["address"] for p in rank["peers"]] == ["10.77.0.11", "10.77.0.12"], rank
 
 
+@pytest.fixture(scope="module")
+def module_srun(
+    cpu_stack_build: Callable[[str], tuple[Path, dict[str, object]]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[[str], str]:
+    """run(srun line) after `module load` of the session's pytorch-cpu build, in a work
+    folder holding ranks.py, against the two-node cluster: the module's wrappers (podman)
+    start one container per task, in the task's node."""
+    if not LMOD_INIT.exists():
+        pytest.skip("Lmod not installed (scripts/setup-host.sh)")
+    folder, _ = cpu_stack_build("pytorch-cpu")
+    work = tmp_path_factory.mktemp("two-node-module")
+    shutil.copy(RANKS, work / "ranks.py")
+
+    def run(line: str) -> str:
+        script = (
+            f"source {LMOD_INIT}\nmodule use {folder}/modulefiles/lmod\n"
+            f"module load pytorch/2.13-cpu\ncd {work}\n{line}\n"
+        )
+        return two_nodes.run(["bash", "-c", script], timeout=240)
+
+    return run
+
+
 @pytest.mark.engine
-def test_horovod_mpi_allreduce_across_nodes_in_the_image() -> None:
-    reason = image_available()
-    if reason:
-        pytest.skip(reason)
-    # One container per rank, started by the task in its node's namespaces: host network
-    # is the node's. Slurm's PMI socket goes in as fd 3 (podman renumbers passed fds).
-    per_rank = (
-        'exec 3>&"$PMI_FD" && exec podman run --rm --network=host --ipc=host'
-        " --env='SLURM_*' --env='PMI_*' --env=PMI_FD=3 --preserve-fds=1"
-        f" --volume={HERE}:/opt/tests-slurm:ro {IMAGE} python /opt/tests-slurm/ranks.py horovod"
-    )
-    out = two_nodes.run(
-        ["srun", "--nodes=2", "--ntasks=2", "--mpi=pmi2", "bash", "-c", per_rank], timeout=180
-    )
-    ranks = rank_lines(out)
+@pytest.mark.stack
+def test_module_horovod_mpi_is_one_job_across_nodes(module_srun: Callable[[str], str]) -> None:
+    ranks = rank_lines(module_srun("srun -N 2 -n 2 --mpi=pmi2 python ranks.py horovod"))
     assert_on_both_nodes(ranks)
     for rank in ranks.values():
+        # Slurm's PMI socket reached each container: one 2-rank MPI job over two hosts.
         assert (rank["size"], rank["local_size"], rank["controller"]) == (2, 1, "mpi"), rank
         assert rank["sum_ok"], rank
 
 
 @pytest.mark.engine
-def test_horovod_mpi_allreduce_across_nodes_with_podman_hpc_and_the_site_mpich() -> None:
-    reason = image_available() or ("" if shutil.which("podman-hpc") else "podman-hpc not installed")
-    if reason:
-        pytest.skip(reason)
+@pytest.mark.stack
+def test_module_horovod_gloo_is_one_job_across_nodes(module_srun: Callable[[str], str]) -> None:
+    out = module_srun("HOROVOD_CONTROLLER=gloo srun -N 2 -n 2 --mpi=none python ranks.py horovod")
+    ranks = rank_lines(out)
+    assert_on_both_nodes(ranks)
+    for rank in ranks.values():
+        assert (rank["size"], rank["local_size"], rank["controller"]) == (2, 1, "gloo"), rank
+        assert rank["sum_ok"], rank
+
+
+@pytest.mark.engine
+@pytest.mark.stack
+def test_module_torch_distributed_is_one_job_across_nodes(
+    module_srun: Callable[[str], str],
+) -> None:
+    ranks = rank_lines(module_srun("srun -N 2 -n 2 python ranks.py torch"))
+    assert_on_both_nodes(ranks)
+    for rank in ranks.values():
+        assert (rank["size"], rank["master_addr"]) == (2, "sb2n1"), rank
+        assert rank["sum_ok"], rank
+        assert [p["address"] for p in rank["peers"]] == ["10.77.0.11", "10.77.0.12"], rank
+
+
+@pytest.mark.engine
+@pytest.mark.stack
+def test_horovod_mpi_allreduce_across_nodes_with_podman_hpc_and_the_site_mpich(
+    cpu_stack_build: Callable[[str], tuple[Path, dict[str, object]]],
+) -> None:
+    if shutil.which("podman-hpc") is None:
+        pytest.skip("podman-hpc not installed (scripts/setup.d/35-podman-hpc.sh)")
+    cpu_stack_build("pytorch-cpu")
     # podman-hpc's --mpi module (scripts/podman-hpc/): one shared container per node, each
     # task exec'd into it with its PMI socket, the host's MPICH swapped in for the image's.
     out = two_nodes.run(
@@ -222,32 +255,31 @@ def test_horovod_mpi_allreduce_across_nodes_with_podman_hpc_and_the_site_mpich()
 
 
 def render_two_node_job(tmp_path: Path, cpu_recipe_text: str, write_recipe: Callable) -> Path:
-    """The pytorch-cpu variant's validate-podman-hpc.sbatch for 2 nodes x 1 rank, with plain
-    podman standing in for podman-hpc (tests/render/test_jobs_slurm.py's site template)."""
+    """The pytorch-cpu variant's validate-podman.sbatch for 2 nodes x 1 rank, as shipped."""
     text = cpu_recipe_text.replace("  jobs:\n    nodes: 2\n    ranks_per_node: 1\n", JOBS)
     assert JOBS in text, "recipes/cpu.yaml's jobs section changed: update this test"
-    site = tmp_path / "site"
-    (site / "jobs").mkdir(parents=True)
-    harness = json.dumps(f"{HARNESS}:/opt/stackbuild/validation:ro")
-    (site / "jobs" / "podman-hpc.sbatch.j2").write_text(
-        PODMAN_PYTHON.replace("@HARNESS@", "{{ " + harness + "|q }}")
-    )
     variant = next(v for v in expand_matrix(load_recipe(write_recipe(text))) if "pytorch" in v.name)
-    out = render_variant(variant, tmp_path / "render", formats=["jobs"], site_templates=site)
-    return out / "jobs" / "validate-podman-hpc.sbatch"
+    out = render_variant(variant, tmp_path / "render", formats=["jobs"])
+    return out / "jobs" / "validate-podman.sbatch"
 
 
 @pytest.mark.engine
-def test_rendered_validation_job_scales_across_two_nodes(
-    tmp_path: Path, cpu_recipe_text: str, write_recipe: Callable, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.stack
+def test_the_shipped_podman_job_script_validates_across_two_nodes(
+    cpu_stack_build: Callable[[str], tuple[Path, dict[str, object]]],
+    tmp_path: Path,
+    cpu_recipe_text: str,
+    write_recipe: Callable,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    reason = image_available()
-    if reason:
-        pytest.skip(reason)
+    """validate-podman.sbatch as rendered, runtime lines included: one container per rank,
+    the 2-rank steps' ranks on different nodes."""
+    cpu_stack_build("pytorch-cpu")  # the image the script names, built from this checkout
     script = render_two_node_job(tmp_path, cpu_recipe_text, write_recipe)
     assert "#SBATCH --nodes=2" in script.read_text()
-    for name, value in two_nodes.environment().items():
-        monkeypatch.setenv(name, value)
+    for name in [n for n in os.environ if n.startswith("SLURM_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SLURM_CONF", str(two_nodes.CONF))
     status, report, output = submit(script, tmp_path / "submit")
     assert_validated(status, report, output)
     # The 2-rank steps ran one rank on each node, each bound to its node's core.
@@ -255,5 +287,6 @@ def test_rendered_validation_job_scales_across_two_nodes(
     for tag in ("cosmoflow-pytorch-r2", "consistency-r2"):
         ranks = [json.loads((report_dir / tag / f"rank-{r}.json").read_text()) for r in (0, 1)]
         assert [r["host"] for r in ranks] == list(two_nodes.NODES), tag
+        assert [r["cpu_affinity"] for r in ranks] == [[0], [1]], tag
     scaling = next(c for c in report["checks"] if c["check"] == "weak-scaling")
     print(f"two-node weak scaling {scaling['measured']}: {scaling['detail']}")
