@@ -28,6 +28,8 @@ from stackbuild.build.validation_record import (
     read_validation_record,
 )
 from stackbuild.errors import StackbuildError, ToolError
+from stackbuild.render.pin import ImagePin, immutable_tag, write_pin
+from stackbuild.render.renderer import rerender_user_files
 from stackbuild.tools import ToolResult, run_tool
 
 PUBLISHED_FILE = "published.json"
@@ -79,6 +81,13 @@ def resolve_source(image: str, manifest_path: Path | None = None) -> PublishSour
     if manifest_path is not None:
         manifest = read_manifest(manifest_path)
         folder = manifest_path if manifest_path.is_dir() else manifest_path.parent
+        if manifest.get("engine") == "docker":
+            raise StackbuildError(
+                f"{folder} was built with Docker: export and publish read podman's image store "
+                "(not Docker's) so far",
+                hint=f"build it with --engine podman, or copy it over first: docker save "
+                f"{manifest['image_id'].removeprefix('sha256:')[:12]} | podman load",
+            )
         return PublishSource(
             manifest["image_id"].removeprefix("sha256:"),
             tuple(manifest["refs"]),
@@ -180,7 +189,12 @@ def publish(
         say(f"--force: pushing {labelled[:12]}, labelled io.stackbuild.validated=false")
         source = replace(source, image_id=labelled)
     pushed = []
-    for ref in source.refs:
+    refs = list(source.refs)
+    if forced is None and source.manifest is not None and source.refs:
+        # The tag that user files name: never moved by a rebuild (stackbuild.render.pin).
+        repository, tag = source.refs[0].rsplit(":", 1)
+        refs.append(f"{repository}:{immutable_tag(tag, source.manifest['image_id'])}")
+    for ref in refs:
         dest = destination(ref, registry)
         digest = push_with_retries(
             source.image_id,
@@ -195,6 +209,15 @@ def publish(
     sboms = publish_sbom(source, pushed, tls_verify=tls_verify, say=say)
     if source.manifest_dir is not None:
         _record(source.manifest_dir, pushed, sboms)
+        if forced is None and len(pushed) > len(source.refs):
+            pin = ImagePin(
+                str(source.manifest["recipe_hash"]),  # type: ignore[index]
+                str(source.manifest["image_id"]),  # type: ignore[index]
+                pushed[-1].ref,
+                pushed[-1].pinned,
+            )
+            write_pin(source.manifest_dir, pin)
+            say(rerender_user_files(source.manifest_dir, pin))
     return pushed
 
 

@@ -32,13 +32,15 @@ from stackbuild.build.manifest import (
     write_manifest,
 )
 from stackbuild.build.progress import BuildProgress
-from stackbuild.build.publish import publish, resolve_source
+from stackbuild.build.publish import PUBLISHED_FILE, publish, resolve_source
 from stackbuild.build.sbom import SBOM_FILE, write_sbom
 from stackbuild.build.validation_record import VALIDATION_FILE
 from stackbuild.commands.recipes import load_variants
 from stackbuild.errors import StackbuildError
-from stackbuild.recipe import select_variant
+from stackbuild.recipe import Variant, select_variant
+from stackbuild.render.pin import PIN_FILE, read_pin
 from stackbuild.render.renderer import render_variant
+from stackbuild.tools import run_tool
 
 console = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -168,6 +170,7 @@ def build_command(
         revision = source_revision(all_variants[0].recipe_path.resolve().parent)
         contexts = []
         for variant in chosen:
+            variant = keep_pin(variant, root / variant.name)
             rendered = render_variant(variant, root, None, templates, keep=BUILD_OUTPUTS)
             contexts.append((rendered, revision))
             say(f"rendered {variant.name} -> {rendered}")
@@ -176,7 +179,40 @@ def build_command(
 
 
 #: What a build directory holds besides the rendered files; kept when it is rendered again.
-BUILD_OUTPUTS = (MANIFEST_FILE, SBOM_FILE, VALIDATION_FILE, "logs")
+BUILD_OUTPUTS = (MANIFEST_FILE, SBOM_FILE, VALIDATION_FILE, PIN_FILE, PUBLISHED_FILE, "logs")
+
+
+def keep_pin(variant: Variant, folder: Path) -> Variant:
+    """A rebuild leaves user files on the image validated last (pin.json) until it passes."""
+    pin = read_pin(folder)
+    if pin is None:
+        return variant
+    if pin.recipe_hash != variant.build_digest:
+        say(
+            f"note: {variant.name}'s recipe changed since the build validated in {folder}: "
+            f"its module files, wrappers and job scripts keep running {pin.reference} until "
+            "this build is validated (`stackbuild validate`)"
+        )
+    return dataclasses.replace(variant, pin=pin)
+
+
+def say_if_tag_moved(spec: BuildSpec, before: str, after: str) -> None:
+    """Say what a rebuild did to the tag the recipe names and to the user files."""
+    if not before or before.removeprefix("sha256:") == after.removeprefix("sha256:"):
+        return
+    tag = spec.image_refs[0]
+    pin = read_pin(spec.context_dir)
+    if pin is not None:
+        say(
+            f"note: {tag} now names the new image {after[:12]}, not validated yet; the user "
+            f"files in {spec.context_dir} still run the validated {pin.reference}"
+        )
+    else:
+        say(
+            f"note: {tag} moved from image {before[:12]} to {after[:12]}; the module files "
+            f"and wrappers rendered in {spec.context_dir} name {tag} and run the new image, "
+            "which is not validated: validate it before users load the module"
+        )
 
 
 def build_context(
@@ -196,8 +232,10 @@ def build_context(
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     log_path = out.resolve() / "logs" / f"build-{stamp}-{os.getpid()}.log"
     say(f"building {', '.join(spec.image_refs)} with {builder.name}; log: {log_path}")
+    before = _tagged_id(builder.name, spec.image_refs[0])
     with sigterm_as_interrupt(), BuildProgress(err, echo=verbose) as progress:
         result = builder.build(spec, log_path=log_path, on_line=progress.on_line)
+    say_if_tag_moved(spec, before, result.image_id)
     manifest = build_manifest(spec, result)
     sbom = write_sbom(manifest, out)
     path = write_manifest(manifest, out)
@@ -205,6 +243,13 @@ def build_context(
         f"built {', '.join(result.refs)}  id {result.image_id[:12]}  "
         f"{result.duration_s:.0f} s  revision {manifest['revision']}  manifest {path}  sbom {sbom}"
     )
+
+
+def _tagged_id(engine: str, ref: str) -> str:
+    """The image ID a tag names in the engine's store now ('' if none)."""
+    tool = "docker" if engine == "docker" else "podman"
+    result = run_tool([tool, "image", "inspect", "--format", "{{.Id}}", ref], check=False)
+    return result.stdout.strip().splitlines()[0] if result.ok and result.stdout.strip() else ""
 
 
 def ensure_bases(spec: BuildSpec) -> None:

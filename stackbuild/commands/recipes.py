@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -17,6 +18,7 @@ from stackbuild.recipe import Variant, expand_matrix, load_recipe, select_varian
 from stackbuild.recipe.catalog import find_recipe, shipped_recipes
 from stackbuild.recipe.matrix import with_runtime
 from stackbuild.recipe.yamlsource import format_path
+from stackbuild.render.pin import PIN_FILE, read_pin
 from stackbuild.render.renderer import render_variant
 from stackbuild.render.writers import WRITERS, check_formats
 from validation.runtimes import RUNTIMES as CONTAINER_RUNTIMES
@@ -131,6 +133,12 @@ def show_command(variant: str, recipe: str | None, as_json: bool) -> None:
     type=click.Choice(list(CONTAINER_RUNTIMES)),
     help="Runtime of the module wrappers [default: the recipe's modules.runtime].",
 )
+@click.option(
+    "--pin",
+    "pin_folder",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A validated build folder (its pin.json): user files name that image, not the tag.",
+)
 def render_command(
     recipe: str,
     variants: tuple[str, ...],
@@ -139,6 +147,7 @@ def render_command(
     templates: Path | None,
     force: bool,
     runtime: str | None,
+    pin_folder: Path | None,
 ) -> None:
     """Render a recipe's variants into OUTPUT/<variant>/ (deterministic)."""
     formats = parse_only(only)
@@ -146,9 +155,28 @@ def render_command(
     chosen = [select_variant(all_variants, v) for v in variants] if variants else all_variants
     if runtime:
         chosen = [with_runtime(v, runtime) for v in chosen]
+    if pin_folder is not None:
+        chosen = [pinned(v, pin_folder) for v in chosen]
     for variant in chosen:
         path = render_variant(variant, output, formats, templates, force=force)
         console.print(Text(f"rendered {variant.name} -> {path}"))
+
+
+def pinned(variant: Variant, folder: Path) -> Variant:
+    """The variant naming the image validated in `folder`; refused for another build."""
+    pin = read_pin(folder)
+    if pin is None:
+        raise StackbuildError(
+            f"{folder} has no {PIN_FILE}: nothing was validated there",
+            hint=f"validate that build first: stackbuild validate {folder}",
+        )
+    if pin.recipe_hash != variant.build_digest:
+        raise StackbuildError(
+            f"{folder} holds a validated build of another recipe state than {variant.name} "
+            f"as it is now (build digest {pin.recipe_hash[:12]}, now {variant.build_digest[:12]})",
+            hint="build and validate the recipe as it is, then render with --pin",
+        )
+    return dataclasses.replace(variant, pin=pin)
 
 
 @click.command("lint")

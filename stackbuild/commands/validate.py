@@ -229,6 +229,12 @@ def validate_command(
         build_dir = Path(image)
         manifest = manifest or build_dir
         image = _manifest_image_id(build_dir)
+        engine = json.loads((build_dir / "manifest.json").read_text(encoding="utf-8")).get("engine")
+        if engine == "docker" and runtime != "docker":  # the image is in Docker's store only
+            raise StackbuildError(
+                f"{build_dir} was built with Docker; {runtime} cannot see Docker's images",
+                hint="validate it with --runtime docker",
+            )
     if bool(image) == native:
         raise StackbuildError(
             "give either an IMAGE or --native (not both, not neither)",
@@ -313,3 +319,35 @@ def validate_command(
                 click.echo(line, err=True)
     if failed:
         raise click.exceptions.Exit(1)
+    if build_dir is not None and record_path is None:
+        click.echo(pin_validated(build_dir))
+
+
+def pin_validated(build_dir: Path) -> str:
+    """After a pass: give the image its immutable tag, write pin.json, re-render the user
+    files to name it; or say why not (the plan is not covered, e.g. one suite only)."""
+    from stackbuild.build.manifest import read_manifest
+    from stackbuild.build.publish import PublishRefused, PublishSource, check_validation
+    from stackbuild.render.pin import ImagePin, immutable_tag, read_pin, write_pin
+    from stackbuild.render.renderer import rerender_user_files
+    from stackbuild.tools import run_tool
+
+    manifest = read_manifest(build_dir)
+    image_id = str(manifest["image_id"])
+    source = PublishSource(image_id.removeprefix("sha256:"), (), manifest, build_dir)
+    try:
+        check_validation(source)
+    except PublishRefused as exc:
+        return f"user files not pinned: {exc.message}"
+    old = read_pin(build_dir)
+    if old is not None and old.image_id == image_id and old.digest_reference:
+        return f"user files stay pinned to the published {old.digest_reference}"
+    tag = immutable_tag(str(manifest["tags"][0]), image_id)
+    reference = f"{manifest['repository']}:{tag}"
+    tool = "docker" if manifest.get("engine") == "docker" else "podman"
+    result = run_tool([tool, "tag", image_id.removeprefix("sha256:"), reference], check=False)
+    if not result.ok:
+        return f"user files not pinned: {tool} tag {reference} failed: {result.tail(1)}"
+    pin = ImagePin(str(manifest["recipe_hash"]), image_id, reference)
+    write_pin(build_dir, pin)
+    return f"validated image tagged {reference}; " + rerender_user_files(build_dir, pin)

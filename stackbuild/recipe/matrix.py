@@ -7,7 +7,7 @@ import string
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -29,6 +29,9 @@ from stackbuild.recipe.schema import (
     image_reference_problem,
 )
 from stackbuild.recipe.yamlsource import KeyPath, format_path
+
+if TYPE_CHECKING:
+    from stackbuild.render.pin import ImagePin
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,8 @@ class Variant:
     module_name: str = ""
     module_version: str = ""
     patch_files: tuple[Path, ...] = ()
+    #: the validated image that user files name (set from a build folder's pin.json)
+    pin: ImagePin | None = None
 
     @property
     def name(self) -> str:

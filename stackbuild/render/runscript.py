@@ -31,6 +31,11 @@ REPORT_DIR = "@REPORT_DIR@"
 _PLACEHOLDER = re.compile(r"@[A-Z_]+@")
 
 
+def _quote(text: str) -> str:
+    # Commas quoted too: in an array, shellcheck reads `a,b` as a mistaken separator.
+    return f"'{text}'" if "," in text and "'" not in text else shlex.quote(text)
+
+
 def shell_words(words: Sequence[str], expressions: Mapping[str, str]) -> Quoted:
     """Quote each word for the shell, then put the shell expressions in for placeholders."""
     out = []
@@ -38,11 +43,11 @@ def shell_words(words: Sequence[str], expressions: Mapping[str, str]) -> Quoted:
         pieces, last = [], 0
         for match in _PLACEHOLDER.finditer(word):
             if match.start() > last:
-                pieces.append(shlex.quote(word[last : match.start()]))
+                pieces.append(_quote(word[last : match.start()]))
             pieces.append(expressions[match.group()])
             last = match.end()
         if last < len(word) or not pieces:
-            pieces.append(shlex.quote(word[last:]))
+            pieces.append(_quote(word[last:]))
         out.append("".join(pieces))
     return Quoted(" ".join(out))
 

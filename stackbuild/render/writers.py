@@ -90,20 +90,31 @@ def writer(name: str) -> Callable[[WriterFunc], WriterFunc]:
     return register
 
 
-def wrapper_image(variant: Variant) -> str:
-    """How the module's runtime names the image: docker:ref for Shifter, a SIF for Apptainer."""
-    runtime = variant.settings.modules.runtime
+def user_reference(variant: Variant, runtime: str) -> str:
+    """The image reference user files of `runtime` name: the validated pin, else the tag."""
+    return variant.pin.for_runtime(runtime) if variant.pin else variant.image_reference
+
+
+def wrapper_image(variant: Variant, runtime: str | None = None) -> str:
+    """How a runtime names the image: docker:ref for Shifter, a SIF for Apptainer."""
+    runtime = runtime or variant.settings.modules.runtime
     if runtime == "shifter":
-        return f"docker:{variant.image_reference}"
+        return f"docker:{user_reference(variant, runtime)}"
     if runtime == "apptainer":
         return sif_path(variant)
-    return variant.image_reference
+    return user_reference(variant, runtime)
 
 
 def sif_path(variant: Variant) -> str:
-    """Where the site keeps the variant's SIF file."""
+    """Where the site keeps the variant's SIF file (named after the pinned tag, if any)."""
     name = variant.image_name.replace("/", "_")
-    return f"{variant.settings.modules.sif_dir}/{name}_{variant.image_tag}.sif"
+    tag = variant.pin.reference.rsplit(":", 1)[-1] if variant.pin else variant.image_tag
+    return f"{variant.settings.modules.sif_dir}/{name}_{tag}.sif"
+
+
+def validated_id(variant: Variant, runtime: str) -> str:
+    """The image ID a runtime's wrapper checks at start ('' before validation)."""
+    return variant.pin.checked_id(runtime) if variant.pin else ""
 
 
 def template_context(variant: Variant) -> dict[str, Any]:
@@ -122,7 +133,7 @@ def template_context(variant: Variant) -> dict[str, Any]:
         "builder_image": s.base.builder_image or s.base.image,
         "base_image": s.base.image,
         "wrapper_image": wrapper_image(variant),
-        "image_reference": variant.image_reference,
+        "image_reference": user_reference(variant, s.modules.runtime),
         "module_name": variant.module_name,
         "module_version": variant.module_version,
         "description": " ".join(variant.stack.description.split()),
@@ -141,6 +152,7 @@ def template_context(variant: Variant) -> dict[str, Any]:
         site_modules=s.jobs.shifter_modules,
         who=f"{variant.module_name}/{variant.module_version}",
         mpi_flavor=s.mpi.flavor,
+        validated_id=validated_id(variant, s.modules.runtime),
     )
 
 
@@ -260,7 +272,10 @@ def write_containerfile(variant: Variant, env: jinja2.Environment) -> list[Rende
             ),
         ),
         _text("variant.json", _json(variant_manifest(variant))),
-        _text(".containerignore", "modulefiles\nwrappers\njobs\napptainer.def\nvariant.json\n"),
+        _text(
+            ".containerignore",
+            "modulefiles\nwrappers\njobs\napptainer.def\nvariant.json\nrender.json\npin.json\n",
+        ),
     ]
     for patch in variant.patch_files:
         files.append(RenderedFile(f"files/horovod/patches/{patch.name}", patch.read_bytes()))
@@ -315,10 +330,16 @@ def write_apptainer(variant: Variant, env: jinja2.Environment) -> list[RenderedF
 def help_text(variant: Variant) -> str:
     """The module's help: what it is, how to run it, where the image is."""
     s = variant.settings
+    validated = (
+        f"image {variant.pin.image_id} (the wrappers run only it)"
+        if variant.pin
+        else "not yet (this names the recipe's tag, which a rebuild moves)"
+    )
     lines = [
         f"{variant.stack.description.strip()}",
         "",
-        f"Image:     {variant.image_reference}",
+        f"Image:     {user_reference(variant, s.modules.runtime)}",
+        f"Validated: {validated}",
         f"Runtime:   {s.modules.runtime}",
         f"Variant:   {variant.name} (recipe {variant.recipe_name} {variant.stack.version})",
         f"Commands:  {', '.join(s.modules.commands)} (wrapper scripts; they work under srun)",
@@ -329,7 +350,7 @@ def help_text(variant: Variant) -> str:
     ]
     if s.cuda is not None:
         driver = f"; needs NVIDIA driver R{s.cuda.driver} or newer" if s.cuda.driver else ""
-        lines[5:5] = [
+        lines[6:6] = [
             f"GPU:       CUDA {s.cuda.version}, cuDNN {s.cuda.cudnn}, NCCL {s.cuda.nccl}, "
             f"compute capabilities {', '.join(s.cuda.compute_capabilities)}{driver}"
         ]
@@ -383,7 +404,7 @@ def job_request(variant: Variant, runtime: str) -> ValidationRequest:
     jobs = variant.settings.jobs
     return ValidationRequest(
         out_dir=Path("."),  # the script passes its own --out
-        image=variant.image_reference,
+        image=user_reference(variant, runtime),
         suites=tuple(jobs.suite),
         frameworks=tuple(variant.frameworks),
         ranks=tuple(sorted({1, jobs.nodes * jobs.ranks_per_node})),
@@ -437,9 +458,12 @@ def write_jobs(variant: Variant, env: jinja2.Environment) -> list[RenderedFile]:
             mounts=[(REPORT_DIR, REPORT_DIR), *s.jobs.volumes.items()],
             who=f"validate-{variant.name}",
             mpi_flavor=s.mpi.flavor,
+            validated_id=validated_id(variant, runtime),
         )
         context |= {
-            "job_image": sif_path(variant) if runtime == "apptainer" else variant.image_reference,
+            "job_image": sif_path(variant)
+            if runtime == "apptainer"
+            else user_reference(variant, runtime),
             "runtime_label": label,
             "script_name": script,
             "total_ranks": max(request.ranks),

@@ -50,7 +50,7 @@ def test_render_writes_only_the_requested_formats(run_cli, tmp_path: Path):
     )
     assert code == 0, out
     produced = {p.relative_to(tmp_path).parts[1] for p in tmp_path.rglob("*") if p.is_file()}
-    assert produced == {"jobs", "modulefiles", "wrappers", ".stackbuild-render"}
+    assert produced == {"jobs", "modulefiles", "wrappers", ".stackbuild-render", "render.json"}
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from stackbuild.build.validation_record import read_validation_record
+from stackbuild.render.pin import read_pin
 
 pytestmark = [pytest.mark.engine, pytest.mark.stack]
 
@@ -227,6 +228,40 @@ def test_weak_scaling_in_the_image(
     assert not failed
 
 
+def test_a_passing_validation_pins_the_user_files_to_the_validated_image(
+    validated: tuple[Built, subprocess.CompletedProcess[str]],
+) -> None:
+    """The module's wrappers then run an immutable tag that a rebuild never moves."""
+    built, proc = validated
+    record = read_validation_record(built.folder)
+    pin = read_pin(built.folder)
+    if record is None or not record.passed:
+        assert pin is None and "user files not pinned" in proc.stdout, proc.stdout
+        pytest.skip("the validation did not pass here (the tests above say why): no pin")
+    assert pin is not None and pin.image_id == built.manifest["image_id"], proc.stdout
+    image_id = pin.image_id.removeprefix("sha256:")
+    assert pin.reference == f"{built.image}-{image_id[:12]}"
+    named = subprocess.run(
+        ["podman", "image", "inspect", "--format", "{{.Id}}", pin.reference],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert named == image_id
+    name, version = built.image.rsplit("/", 1)[-1].split(":")
+    wrapper = built.folder / "wrappers" / name / version / "bin" / "python"
+    assert f"default_image={pin.reference}\n" in wrapper.read_text()
+    ran = subprocess.run(
+        [wrapper, "-c", "print(6 * 7)"],
+        capture_output=True,
+        text=True,
+        cwd=built.folder,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert ran.returncode == 0 and ran.stdout.strip() == "42", ran.stderr
+
+
 def test_export_squashfs_for_shifter(built: Built, tmp_path: Path) -> None:
     out = tmp_path / f"{built.variant}.sqsh"
     proc = stackbuild("export", built.folder, "--to", "squashfs", "--output", out)
@@ -275,3 +310,13 @@ def test_publish_only_a_validated_image_and_pull_it_back_by_digest(
         assert json.loads(labels)["io.stackbuild.validated"] == "false"
     else:
         assert pulled == image_id
+        # The user files now name the registry digest (podman runs it; a rebuild cannot
+        # move it) and, for Shifter, the pushed immutable tag.
+        pin = read_pin(built.folder)
+        assert pin is not None and pin.digest_reference == pinned[-1], proc.stdout
+        name, version = built.image.rsplit("/", 1)[-1].split(":")
+        wrapper = built.folder / "wrappers" / name / version / "bin" / "python"
+        assert f"default_image={pin.digest_reference}\n" in wrapper.read_text()
+        shifter = (built.folder / "jobs" / "validate-shifter.sbatch").read_text()
+        assert f"#SBATCH --image=docker:{pin.reference}\n" in shifter
+        assert not pin.reference.startswith("localhost/")

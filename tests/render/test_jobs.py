@@ -119,9 +119,9 @@ def test_each_runtime_starts_the_image_python_under_srun() -> None:
     assert "run+=(--preserve-fds=1)" in scripts["podman"]
     assert "--preserve-fds" not in scripts["docker"]  # dockerd's child: Gloo, not PMI
     on_gpu = job_scripts(gpu)
-    assert "run=(podman-hpc run --rm -i --network=host --gpu " in on_gpu["podman-hpc"]
+    assert "run=(podman-hpc run --rm -i --gpu " in on_gpu["podman-hpc"]
     assert "run=(apptainer exec --nv " in on_gpu["apptainer"]
-    assert "--module=gpu,nccl-plugin" in on_gpu["shifter"]
+    assert "'--module=gpu,nccl-plugin'" in on_gpu["shifter"]
     assert all("--expect-gpu" in evaluation(s) for s in on_gpu.values())
     assert '--cpus-per-task="$cpus_per_rank"' in on_gpu["shifter"]  # srun does not inherit it
 
