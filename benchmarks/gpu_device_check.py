@@ -239,6 +239,7 @@ def run_check(args: argparse.Namespace) -> int:
         if not horovod[fw]:
             why = probes[fw].get("horovod_error", "not installed")
             not_run.append({"what": f"{fw} Horovod x1", "why": f"no Horovod: {why}"})
+    not_run += [{"what": note.split(":")[0], "why": note} for note in args.note]
     if "tensorflow" not in pythons:
         not_run.append({"what": "tensorflow runs", "why": "no TensorFlow Python given"})
     cpu = _cpu_reference(args.cpu_baseline)
@@ -300,7 +301,7 @@ def run_check(args: argparse.Namespace) -> int:
                 "local_batch": r["local_batch"],
                 "device": r["device"],
                 "v100_samples_per_s": V100_COSMOFLOW_SAMPLES_PER_S,
-                "ratio_vs_v100": round(r["samples_per_s"] / V100_COSMOFLOW_SAMPLES_PER_S, 2),
+                "ratio_vs_v100": round(r["samples_per_s"] / V100_COSMOFLOW_SAMPLES_PER_S, 4),
             }
     report = {
         "benchmark": "gpu_device_check",
@@ -356,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--source", default="this Python", help="where the frameworks came from")
     r.add_argument("--timeout", type=int, default=300, help="seconds per run")
     r.add_argument("--work-dir", help="keep the runs' files here (default: a temporary dir)")
+    r.add_argument("--note", action="append", default=[], help="something not run, and why")
     args = parser.parse_args(argv)
     if args.command == "constraints":
         print("\n".join(constraints(args.framework)))
