@@ -323,6 +323,9 @@ class ApptainerBuilder(Builder):
             argv += ["--bind", f"{volume.host}:{volume.target}{mode}"]
         for secret_id, path in sorted(spec.secrets.items()):
             argv += ["--bind", f"{path}:/run/secrets/{secret_id}:ro"]
+        # apptainer.def's {{ SOURCE_REVISION }} (its revision label) and other build args.
+        for key, value in sorted(spec.build_args.items()):
+            argv += ["--build-arg", f"{key}={value}"]
         sif = iidfile.with_name(f"{spec.variant}.sif")
         return [*argv, str(sif), str(spec.context_dir / self.definition_file)]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -15,7 +16,7 @@ from stackbuild.build.images import inspect_image
 from stackbuild.errors import StackbuildError, ToolError
 from stackbuild.tools import run_tool
 
-FORMATS = ("squashfs", "oci-archive", "sif")
+FORMATS = ("squashfs", "oci-archive", "docker-archive", "sif")
 #: `export --to podman-hpc`: into podman-hpc's store, not a file of ours
 PODMAN_HPC = "podman-hpc"
 PODMAN_HPC_HINT = (
@@ -37,10 +38,40 @@ def export_image(image: str, fmt: str, output: Path, *, force: bool = False) -> 
     partial.unlink(missing_ok=True)
     try:
         exporter(image, partial)
+        if fmt == "squashfs":
+            write_shifter_meta(image, shifter_meta_path(output))
         partial.replace(output)
     finally:
         partial.unlink(missing_ok=True)
     return output
+
+
+def shifter_meta_path(squashfs: Path) -> Path:
+    """Where the image's run settings go beside its squashfs (Shifter keeps X.squashfs + X.meta)."""
+    return squashfs.with_suffix(".meta")
+
+
+def shifter_meta(config: Mapping[str, object]) -> str:
+    """The image config in the form Shifter's image gateway writes beside a squashfs
+    (FORMAT, ENTRY, WORKDIR, one ENV line per variable), so the image keeps its PATH,
+    LD_LIBRARY_PATH and the rest of its ENV; a squashfs holds files only."""
+    lines = ["FORMAT: squashfs"]
+    entrypoint = config.get("Entrypoint") or []
+    if entrypoint:
+        lines.append(f"ENTRY: {shlex.join(str(a) for a in entrypoint)}")  # type: ignore[union-attr]
+    if config.get("WorkingDir"):
+        lines.append(f"WORKDIR: {config['WorkingDir']}")
+    lines += [f"ENV: {item}" for item in config.get("Env") or []]  # type: ignore[union-attr]
+    return "\n".join(lines) + "\n"
+
+
+def write_shifter_meta(image: str, path: Path) -> Path:
+    """Write shifter_meta of image's config to path (atomically)."""
+    result = run_tool(["podman", "image", "inspect", "--format", "{{json .Config}}", image])
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(shifter_meta(json.loads(result.stdout)), encoding="utf-8")
+    partial.replace(path)
+    return path
 
 
 def export_squashfs(image: str, output: Path) -> None:
@@ -69,6 +100,12 @@ def export_oci_archive(image: str, output: Path) -> None:
     run_tool(["podman", "save", "--format", "oci-archive", "-o", output, image], timeout=3600)
 
 
+def export_docker_archive(image: str, output: Path) -> None:
+    """podman save --format docker-archive: what apptainer.def's `Bootstrap: docker-archive`
+    reads (and `docker load`)."""
+    run_tool(["podman", "save", "--format", "docker-archive", "-o", output, image], timeout=3600)
+
+
 def export_sif(image: str, output: Path) -> None:
     """apptainer build OUT.sif oci-archive://... (needs Apptainer or SingularityCE)."""
     tool = next((t for t in ("apptainer", "singularity") if shutil.which(t)), None)
@@ -88,6 +125,7 @@ def export_sif(image: str, output: Path) -> None:
 EXPORTERS: dict[str, Callable[[str, Path], None]] = {
     "squashfs": export_squashfs,
     "oci-archive": export_oci_archive,
+    "docker-archive": export_docker_archive,
     "sif": export_sif,
 }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -302,6 +303,7 @@ def containerfile_to_apptainer(containerfile: str, variant: Variant) -> str:
         layer.install = cleaned
     text = write_definition(recipe)
     agent = variant.settings.base.apptainer_bootstrap
+    archives: list[tuple[str, str]] = []
     if agent != "docker":
 
         def bootstrap(match: re.Match[str]) -> str:
@@ -309,15 +311,65 @@ def containerfile_to_apptainer(containerfile: str, variant: Variant) -> str:
             source = ref
             if agent in ("docker-archive", "oci-archive"):
                 source = re.sub(r"[^A-Za-z0-9._-]+", "_", ref) + ".tar"
+                if (ref, source) not in archives:
+                    archives.append((ref, source))
             return f"Bootstrap: {agent}\nFrom: {source}"
 
         text = re.sub(r"Bootstrap: docker\nFrom: (.+)", bootstrap, text)
+    text = _apptainer_runtime_sections(text, recipe)
+    make = "".join(
+        f"#   stackbuild export {ref} --to {agent} --output {source}\n" for ref, source in archives
+    )
     header = (
         f"# Apptainer definition for {variant.name}, derived from its Containerfile by spython\n"
         f"# (rendered by {GENERATOR}). Build from this directory:\n"
-        f"#   apptainer build {variant.name}.sif apptainer.def\n"
+        + (
+            f"# the base archive(s) first (stackbuild makes them from its own base image):\n{make}"
+            if make
+            else ""
+        )
+        + f"#   apptainer build --build-arg {REVISION_ARG}=$(git rev-parse HEAD) "
+        f"{variant.name}.sif apptainer.def\n"
     )
     return header + text.replace(" \n", "\n").rstrip() + "\n"
+
+
+#: The build argument that carries the source revision into the revision label.
+REVISION_ARG = "SOURCE_REVISION"
+_SECTION = re.compile(r"^%(runscript|startscript)\n(?:(?!^%|^Bootstrap:).*\n?)*", re.MULTILINE)
+
+
+def _apptainer_runtime_sections(text: str, recipe: dict[str, Any]) -> str:
+    """What spython gets wrong for Apptainer, put right.
+
+    - %runscript: `apptainer run IMG CMD...` runs CMD (default: the image's CMD) in the
+      image's environment and the caller's directory; spython's `exec /bin/bash CMD "$@"`
+      ran bash on the command's name.
+    - the revision label: Apptainer's build-time variable `{{ SOURCE_REVISION }}`, with a
+      default in %arguments, where the Containerfile's ARG is (apptainer build --build-arg).
+    """
+    stage = list(recipe.values())[-1]
+    default = shlex.join(stage.cmd) if isinstance(stage.cmd, list) else str(stage.cmd or "sh")
+    runscript = (
+        "%runscript\n"
+        "# Runs the command it is given (default: the image's CMD) in the image's environment.\n"
+        f'if [ "$#" -eq 0 ]; then set -- {default}; fi\n'
+        'exec "$@"\n'
+    )
+    text = _SECTION.sub("", text)
+    text = text.rstrip() + "\n" + runscript
+    revision = f"org.opencontainers.image.revision=${{{REVISION_ARG}}}"
+    if revision in text:
+        text = text.replace(
+            revision, "org.opencontainers.image.revision={{ " + REVISION_ARG + " }}"
+        )
+        text = re.sub(
+            r"(Stage: runtime\n)",
+            r"\1\n%arguments\n" + REVISION_ARG + "=unknown\n",
+            text,
+            count=1,
+        )
+    return text
 
 
 @writer("apptainer")

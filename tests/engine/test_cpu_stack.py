@@ -272,6 +272,13 @@ def test_export_squashfs_for_shifter(built: Built, tmp_path: Path) -> None:
     ).stdout
     assert "squashfs-root/opt/stackbuild/validation/__main__.py" in listing
     assert "squashfs-root/opt/stackbuild/horovod-check-build.txt" in listing
+    # What the image's config sets, beside it in the form Shifter's gateway writes.
+    meta = out.with_suffix(".meta").read_text().splitlines()
+    assert meta[0] == "FORMAT: squashfs" and "WORKDIR: /" in meta
+    env = dict(
+        line.removeprefix("ENV: ").split("=", 1) for line in meta if line.startswith("ENV: ")
+    )
+    assert env["PATH"].startswith("/opt/venv/bin:") and "LD_LIBRARY_PATH" in env
 
 
 def test_publish_only_a_validated_image_and_pull_it_back_by_digest(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,10 @@ def test_squashfs_is_root_owned_holds_the_rootfs_and_replaces_with_force(
     owners = {line.split()[1] for line in entries}
     assert owners == {"root/root"}, owners  # /home/user belongs to 1000:1000 in the image
     assert not list(tmp_path.glob(".*partial"))
+    # Beside it, the image config in the form Shifter's gateway keeps (a squashfs has none).
+    meta = out.with_suffix(".meta").read_text().splitlines()
+    assert meta[0] == "FORMAT: squashfs"
+    assert any(line.startswith("ENV: PATH=") for line in meta), meta
 
 
 @pytest.mark.engine
@@ -56,6 +61,27 @@ def test_oci_archive_is_readable_by_skopeo(tiny_build: TinyBuild, tmp_path: Path
         ).stdout
     )
     assert info["Labels"]["org.stackbuild.variant"] == "tiny"
+
+
+@pytest.mark.engine
+def test_docker_archive_is_what_apptainer_defs_bootstrap_from(
+    tiny_build: TinyBuild, tmp_path: Path
+) -> None:
+    """`Bootstrap: docker-archive` reads `docker save` tarballs: manifest.json with RepoTags."""
+    ref = tiny_build.spec.image_refs[0]
+    out = export_image(ref, "docker-archive", tmp_path / "tiny.tar")
+    info = json.loads(
+        subprocess.run(
+            ["skopeo", "inspect", f"docker-archive:{out}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert info["Labels"]["org.stackbuild.variant"] == "tiny"
+    with tarfile.open(out) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+    assert manifest[0]["RepoTags"] == [ref]
 
 
 @pytest.mark.engine

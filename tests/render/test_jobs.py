@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 from stackbuild import PROJECT_ROOT
 from stackbuild.recipe import expand_matrix, load_recipe
 from stackbuild.recipe.matrix import Variant
+from stackbuild.render.pin import ImagePin
 from stackbuild.render.renderer import render_files
 from stackbuild.render.writers import JOB_RUNTIMES, job_request
 from validation.plan import evaluate_arguments, plan_jobs
@@ -52,6 +54,18 @@ def evaluation(script: str) -> list[str]:
 
 def variants(recipe: Path) -> list[Variant]:
     return expand_matrix(load_recipe(recipe))
+
+
+def published(variant: Variant) -> Variant:
+    """variant as `stackbuild publish` pins it: registry digest and immutable tag."""
+    repository = f"registry.example.org/stackbuild/{variant.image_name.rsplit('/', 1)[-1]}"
+    pin = ImagePin(
+        variant.build_digest,
+        "sha256:" + "ab" * 32,
+        f"{repository}:{variant.image_tag}-abababababab",
+        f"{repository}@sha256:{'cd' * 32}",
+    )
+    return dataclasses.replace(variant, pin=pin)
 
 
 @pytest.mark.parametrize("recipe", SHIPPED, ids=lambda p: p.stem)
@@ -161,7 +175,9 @@ exit "$EVALUATE_STATUS"
 def test_a_failed_step_is_recorded_and_the_job_exits_with_the_verdict(
     tmp_path: Path, evaluate_status: int
 ) -> None:
-    variant = next(v for v in variants(PROJECT_ROOT / "recipes/cpu.yaml") if "pytorch" in v.name)
+    variant = published(
+        next(v for v in variants(PROJECT_ROOT / "recipes/cpu.yaml") if "pytorch" in v.name)
+    )
     script = tmp_path / "validate.sbatch"
     script.write_text(job_scripts(variant)["shifter"])
     bin_dir = tmp_path / "bin"
@@ -188,7 +204,7 @@ def test_a_failed_step_is_recorded_and_the_job_exits_with_the_verdict(
     calls = (tmp_path / "calls.log").read_text().splitlines()
     assert len(calls) == len(status) + 2
     assert "--ntasks=2 --ntasks-per-node=1 --cpus-per-task=8" in calls[2]  # 2 nodes x 1 rank
-    assert calls[-1].startswith("shifter --image=docker:localhost/stackbuild/pytorch:2.13-cpu")
+    assert calls[-1].startswith(f"shifter --image=docker:{variant.pin.reference}")
     assert " -- python -m validation evaluate " in calls[-1]
 
 
@@ -199,3 +215,26 @@ def test_too_small_an_allocation_is_refused_before_any_step(tmp_path: Path) -> N
     env = {"PATH": os.environ["PATH"], "SLURM_NTASKS": "1", "SLURM_SUBMIT_DIR": str(tmp_path)}
     proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
     assert proc.returncode == 2 and "needs 2 tasks" in proc.stderr
+
+
+def test_a_shifter_job_of_an_unpublished_image_stops_before_any_step(tmp_path: Path) -> None:
+    """Shifter pulls from a registry: a localhost/ image cannot run there, and says why."""
+    variant = next(v for v in variants(PROJECT_ROOT / "recipes/cpu.yaml") if "pytorch" in v.name)
+    script = tmp_path / "validate.sbatch"
+    script.write_text(job_scripts(variant)["shifter"])
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("srun", STUB_SRUN), ("shifter", STUB_SHIFTER)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "STUB_LOG": str(tmp_path / "calls.log"),
+        "SLURM_SUBMIT_DIR": str(tmp_path),
+        "SLURM_JOB_ID": "78",
+        "SLURM_NTASKS": "2",
+    }
+    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "Shifter pulls images from a registry" in proc.stderr
+    assert "stackbuild publish" in proc.stderr

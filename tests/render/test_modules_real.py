@@ -14,6 +14,8 @@ from stackbuild.render.renderer import render_variant
 from tests.helpers import needs_tool
 
 LMOD_INIT = Path("/usr/share/lmod/lmod/init/bash")
+#: Shifter pulls from a registry: the wrappers refuse localhost/ images (tested below).
+PUBLISHED = "docker:registry.example.org/stackbuild/tensorflow:2.21-knl"
 MODULECMD_TCL = Path("/opt/environment-modules/usr/lib/x86_64-linux-gnu/modulecmd.tcl")
 
 pytestmark = pytest.mark.tools
@@ -91,15 +93,16 @@ def fake_runtime(tmp_path: Path, name: str) -> dict[str, str]:
 def test_shifter_wrapper_runs_the_command_in_the_image(tmp_path: Path):
     out, v = rendered(tmp_path, "knl", "tensorflow-knl")
     wrapper = out / "wrappers" / v.module_name / v.module_version / "bin" / "python"
+    env = fake_runtime(tmp_path, "shifter") | {"STACKBUILD_IMAGE_OVERRIDE": PUBLISHED}
     result = subprocess.run(
         [wrapper, "train.py", "--epochs", "2 words"],
         capture_output=True,
         text=True,
-        env=fake_runtime(tmp_path, "shifter"),
+        env=env,
         check=True,
     )
     assert result.stdout.splitlines() == [
-        "--image=docker:localhost/stackbuild/tensorflow:2.21-knl",
+        "--image=docker:registry.example.org/stackbuild/tensorflow:2.21-knl",
         "--module=mpich",
         f"--volume={Path.cwd()}:{Path.cwd()}",
         "--",
@@ -123,7 +126,11 @@ def test_wrapper_image_can_be_overridden(tmp_path: Path):
 def test_shifter_wrapper_in_an_srun_task_runs_the_slurm_launcher(tmp_path: Path):
     out, v = rendered(tmp_path, "knl", "tensorflow-knl")
     wrapper = out / "wrappers" / v.module_name / v.module_version / "bin" / "python"
-    env = fake_runtime(tmp_path, "shifter") | {"SLURM_STEP_ID": "0", "SLURM_PROCID": "1"}
+    env = fake_runtime(tmp_path, "shifter") | {
+        "SLURM_STEP_ID": "0",
+        "SLURM_PROCID": "1",
+        "STACKBUILD_IMAGE_OVERRIDE": PUBLISHED,
+    }
     result = subprocess.run([wrapper, "train.py"], capture_output=True, text=True, env=env)
     argv = result.stdout.splitlines()
     # Shifter passes the host environment and file descriptors in: only the launcher is added.
@@ -145,3 +152,13 @@ def test_a_missing_runtime_names_itself_and_what_to_load(tmp_path: Path):
     assert result.returncode == 127
     assert "pytorch/2.13-cpu: podman is not on PATH" in result.stderr
     assert "load its module" in result.stderr
+
+
+def test_the_shifter_wrapper_refuses_an_image_that_is_only_local(tmp_path: Path):
+    out, v = rendered(tmp_path, "knl", "tensorflow-knl")
+    wrapper = out / "wrappers" / v.module_name / v.module_version / "bin" / "python"
+    result = subprocess.run(
+        [wrapper, "train.py"], capture_output=True, text=True, env=fake_runtime(tmp_path, "shifter")
+    )
+    assert result.returncode == 2 and result.stdout == ""  # shifter never ran
+    assert "localhost/stackbuild/tensorflow:2.21-knl is only in a local store" in result.stderr
