@@ -215,9 +215,64 @@ def _nvidia_smi() -> dict[str, Any]:
     return {"nvidia_smi": proc.stdout.strip().splitlines() or proc.stderr.strip()[-300:]}
 
 
+def _write_report(
+    args: argparse.Namespace,
+    probes: dict[str, Any],
+    pythons: dict[str, str],
+    frameworks: list[str],
+    runs: list[dict[str, Any]],
+    not_run: list[dict[str, str]],
+    planned: int,
+) -> dict[str, Any]:
+    """Write the result file as it stands (after every run: a run cut short keeps the rest)."""
+    full = {}
+    for fw in frameworks:
+        r = next((r for r in runs if r["name"] == f"{fw}/cosmoflow full x1"), None)
+        if r and r["status"] == "ok":
+            full[fw] = {
+                "samples_per_s": r["samples_per_s"],
+                "local_batch": r["local_batch"],
+                "device": r["device"],
+                "v100_samples_per_s": V100_COSMOFLOW_SAMPLES_PER_S,
+                "ratio_vs_v100": round(r["samples_per_s"] / V100_COSMOFLOW_SAMPLES_PER_S, 4),
+            }
+    report = {
+        "benchmark": "gpu_device_check",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "mode": args.mode,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_avg_1min": os.getloadavg()[0],
+            **_nvidia_smi(),
+        },
+        "framework_set": {"source": args.source, **{fw: probes[fw] for fw in pythons}},
+        "runs": runs,
+        "cosmoflow_full": {
+            **full,
+            "reference": V100_SOURCE,
+            "cpu": _cpu_full_cosmoflow(),
+            "note": "synthetic data, FP32 (PyTorch's default TF32 convolutions on GPUs "
+            "that have them); the reference used TensorFlow on a V100",
+        },
+        "cpu_baseline": str(args.cpu_baseline.relative_to(ROOT))
+        if args.cpu_baseline.is_relative_to(ROOT)
+        else str(args.cpu_baseline),
+        "not_run": not_run,
+        "passed": bool(runs) and all(r["status"] == "ok" for r in runs),
+    }
+    report["planned_runs"] = planned
+    report["passed"] = len(runs) == planned and report["passed"]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    return report
+
+
 def run_check(args: argparse.Namespace) -> int:
     """Run every job, evaluate, compare, write the JSON; exit 1 if a GPU run failed."""
     device = "cuda" if args.mode == "gpu" else "cpu"
+    # On a GPU every run takes well under a minute: a hung one must not eat a lease.
+    args.timeout = args.timeout or (150 if args.mode == "gpu" else 900)
     pythons = {"pytorch": args.python}
     if args.tf_python:
         pythons["tensorflow"] = args.tf_python
@@ -246,7 +301,13 @@ def run_check(args: argparse.Namespace) -> int:
     runs = []
     with tempfile.TemporaryDirectory(prefix="gpu-device-check-") as tmp:
         out = Path(args.work_dir or tmp)
-        for n, job in enumerate(plan(args.mode, frameworks, horovod)):
+        jobs = [
+            job
+            for job in plan(args.mode, frameworks, horovod)
+            if not args.only or any(part in job.name for part in args.only)
+        ]
+        planned = len(jobs)
+        for n, job in enumerate(jobs):
             argv = _command(job, pythons[job.framework], out, device, 29400 + n)
             print(f"==> {job.name}: {' '.join(argv)}", flush=True)
             started = time.monotonic()
@@ -292,44 +353,8 @@ def run_check(args: argparse.Namespace) -> int:
                     flush=True,
                 )
             runs.append(record)
-    full = {}
-    for fw in frameworks:
-        r = next((r for r in runs if r["name"] == f"{fw}/cosmoflow full x1"), None)
-        if r and r["status"] == "ok":
-            full[fw] = {
-                "samples_per_s": r["samples_per_s"],
-                "local_batch": r["local_batch"],
-                "device": r["device"],
-                "v100_samples_per_s": V100_COSMOFLOW_SAMPLES_PER_S,
-                "ratio_vs_v100": round(r["samples_per_s"] / V100_COSMOFLOW_SAMPLES_PER_S, 4),
-            }
-    report = {
-        "benchmark": "gpu_device_check",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "mode": args.mode,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "load_avg_1min": os.getloadavg()[0],
-            **_nvidia_smi(),
-        },
-        "framework_set": {"source": args.source, **{fw: probes[fw] for fw in pythons}},
-        "runs": runs,
-        "cosmoflow_full": {
-            **full,
-            "reference": V100_SOURCE,
-            "cpu": _cpu_full_cosmoflow(),
-            "note": "synthetic data, FP32 (PyTorch's default TF32 convolutions on GPUs "
-            "that have them); the reference used TensorFlow on a V100",
-        },
-        "cpu_baseline": str(args.cpu_baseline.relative_to(ROOT))
-        if args.cpu_baseline.is_relative_to(ROOT)
-        else str(args.cpu_baseline),
-        "not_run": not_run,
-        "passed": bool(runs) and all(r["status"] == "ok" for r in runs),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+            _write_report(args, probes, pythons, frameworks, runs, not_run, planned)
+    report = _write_report(args, probes, pythons, frameworks, runs, not_run, planned)
     print(f"wrote {args.out}: {sum(r['status'] == 'ok' for r in runs)}/{len(runs)} runs ok")
     for item in not_run:
         print(f"  not run: {item['what']}: {item['why']}")
@@ -355,9 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--cpu-baseline", type=Path, default=CPU_BASELINE)
     r.add_argument("--source", default="this Python", help="where the frameworks came from")
-    r.add_argument("--timeout", type=int, default=300, help="seconds per run")
+    r.add_argument("--timeout", type=int, help="seconds per run (default 150 on GPUs, 900)")
     r.add_argument("--work-dir", help="keep the runs' files here (default: a temporary dir)")
     r.add_argument("--note", action="append", default=[], help="something not run, and why")
+    r.add_argument("--only", action="append", help="run only jobs whose name contains this")
     args = parser.parse_args(argv)
     if args.command == "constraints":
         print("\n".join(constraints(args.framework)))

@@ -27,6 +27,7 @@ VENV="${TMPDIR:-/tmp}/stackbuild-gpu-check"
 OUT=""
 CONSTRAINTS=""
 SDIST=""
+ONLY=()
 
 die() {  # message, exit status
     echo "gpu_device_check: $1" >&2
@@ -52,7 +53,10 @@ Options:
                      if given); 2-4 minutes on 16 cores. --dry-run applies the patches only
   --constraints FILE pip constraints instead of recipes/gpu.yaml's (needs no PyYAML)
   --venv DIR         where to make the venvs (default $TMPDIR/stackbuild-gpu-check)
-  --out FILE         result file (default benchmarks/results/gpu_device_check.json)
+  --out FILE         result file (default benchmarks/results/gpu_device_check.json), written
+                     after every run
+  --only PART        run only the jobs whose name contains PART (repeatable), e.g.
+                     --only "cosmoflow full" --only ddp
 EOF
 }
 
@@ -65,6 +69,7 @@ while [ $# -gt 0 ]; do
         --with-tensorflow) WITH_TF=1 ;;
         --constraints) CONSTRAINTS="${2:?--constraints needs a file}"; shift ;;
         --horovod-sdist) SDIST="${2:?--horovod-sdist needs a file}"; shift ;;
+        --only) ONLY+=(--only "${2:?--only needs a job name part}"); shift ;;
         --venv) VENV="${2:?--venv needs a folder}"; shift ;;
         --out) OUT="${2:?--out needs a file}"; shift ;;
         -h | --help) usage; exit 0 ;;
@@ -225,4 +230,5 @@ fi
 args=(run --mode "$MODE" --python "$PY" --out "$OUT" --source "$SOURCE")
 [ -n "$TF_PY" ] && args+=(--tf-python "$TF_PY")
 [ -n "$HVD_NOTE" ] && args+=(--note "Horovod build (--horovod-sdist): $HVD_NOTE")
+args+=("${ONLY[@]}")
 exec "$PY" "$HELPER" "${args[@]}"
