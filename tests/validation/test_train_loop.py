@@ -187,6 +187,8 @@ def test_both_frameworks_train_two_ranks_at_the_same_scaled_sgd_schedule(
     for framework, run in records.items():
         for rank in run:
             assert rank["device"] == "cpu", framework
+            # Where the framework itself says the weights are.
+            assert rank["placement"] in ("cpu", "/job:localhost/replica:0/task:0/device:CPU:0")
             assert rank["comm_backend"].startswith("horovod-"), framework
             assert (rank["lr"], rank["steps"], rank["epochs"]) == (0.02, 4, 2), framework
             # Read back from the framework's own optimizer after the last step.
