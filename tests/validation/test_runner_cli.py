@@ -31,7 +31,8 @@ def fake_results(quality_ok: bool) -> Any:
     def execute(argv: list[str], env: dict[str, str], timeout: float) -> tuple[int, list[str]]:
         args = argv[argv.index("validation") + 1 :]
         out = Path(args[args.index("--out") + 1])
-        mounts = dict(argv[i + 1].split(":")[::-1] for i, a in enumerate(argv) if a == "-v")
+        volumes = [a.removeprefix("--volume=") for a in argv if a.startswith("--volume=")]
+        mounts = dict(v.split(":")[::-1] for v in volumes)
         out = Path(mounts.get(str(out), str(out)))  # in an image: where the mount lands
         if args[0] == "probe" and str(out.parent) in mounts:
             out = Path(mounts[str(out.parent)]) / out.name
