@@ -1,8 +1,12 @@
-"""Shared fixtures: shipped recipes, recipe files written by a test, running the CLI."""
+"""Shared fixtures: shipped recipes, recipe files written by a test, running the CLI, and the
+session's builds of the shipped CPU stack (engine, Slurm and kernel tests share them)."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,3 +47,38 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str,
         return code, out, err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def base_image() -> str:
+    """The bookworm minbase image (reused, imported from the cache, or debootstrapped)."""
+    if shutil.which("podman") is None:
+        pytest.skip("podman not installed (scripts/setup-host.sh)")
+    from stackbuild.build.base import ensure_base_image
+
+    return ensure_base_image().ref
+
+
+@pytest.fixture(scope="session")
+def cpu_stack_out(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> Path:
+    """Where this session builds the shipped CPU stack (recipes/cpu.yaml), one folder a variant."""
+    return tmp_path_factory.mktemp("stack")
+
+
+@pytest.fixture(scope="session")
+def cpu_stack_build(cpu_stack_out: Path) -> Callable[[str], tuple[Path, dict[str, object]]]:
+    """build(variant) -> (variant folder, manifest): `stackbuild build cpu --variant V`, once
+    per variant and session, shared by every test module that runs the CPU images."""
+    done: dict[str, tuple[Path, dict[str, object]]] = {}
+
+    def build(variant: str) -> tuple[Path, dict[str, object]]:
+        if variant not in done:
+            stackbuild = str(Path(sys.executable).with_name("stackbuild"))
+            cmd = [stackbuild, "build", "cpu", "--variant", variant, "--output", str(cpu_stack_out)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, check=False)
+            assert proc.returncode == 0, proc.stderr[-4000:]
+            folder = cpu_stack_out / variant
+            done[variant] = (folder, json.loads((folder / "manifest.json").read_text()))
+        return done[variant]
+
+    return build

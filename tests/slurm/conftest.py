@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.engine.conftest import cpu_stack_build, cpu_stack_out  # noqa: F401 (fixtures)
 from tests.slurm import two_nodes
 
 
