@@ -2,7 +2,8 @@
 machine's site config): `export --to podman-hpc` migrates the pytorch-cpu image into a
 squashfs store that runs on its own, `srun --mpi=pmi2 podman-hpc run --mpi` forms one MPI
 job whose ranks load the site's MPICH (the host's copy, bound in by the mpich module) and
-not the image's, and the validation passes with ranks started that way.
+not the image's (also through the rendered module: `module load`, then `srun python`), and
+the validation's srun pass runs its ranks that way.
 
 The image is the session's pytorch-cpu build (tests/engine/conftest.py, cpu_stack_build);
 $STACKBUILD_TEST_PYTORCH_CPU names an already built image instead (reruns without a build).
@@ -23,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from stackbuild import PROJECT_ROOT
 from stackbuild.build.export import migrated_squashfs
 
 pytestmark = [pytest.mark.engine, pytest.mark.stack, pytest.mark.tools]
@@ -32,6 +34,17 @@ SITE_MPICH = Path("/opt/site-mpich/lib")  # where 35-podman-hpc.sh copies the ho
 MODULE_DIR = "/opt/udiImage/modules/mpich"  # where the site's mpich module binds it
 IMAGE_LIBDIR = "/usr/lib/x86_64-linux-gnu"  # the image's own MPICH (Debian libmpich12)
 STACKBUILD = str(Path(sys.executable).with_name("stackbuild"))
+#: The shipped cpu recipe's jobs, cut to what one 2-core node runs in about 2 minutes: one
+#: node, 2 ranks, the GAN. The scaling threshold is low: the cores are shared with other work.
+SHIPPED_JOBS = "  jobs:\n    nodes: 2\n    ranks_per_node: 1\n"
+ONE_NODE_JOBS = """  jobs:
+    nodes: 1
+    ranks_per_node: 2
+    suite: [gan]
+    config: small
+    time: "00:20:00"
+    min_scaling_efficiency: 0.2
+"""
 
 #: Each rank: Horovod over MPI (its MPI_Init needs Slurm's PMI in the container), an
 #: all-reduce of rank+1, and which libmpich file the process mapped (path, device, inode).
@@ -299,6 +312,58 @@ def test_module_load_then_srun_python_is_one_mpi_job_through_podman_hpc(
 
 
 @needs_podman_hpc
+@needs_slurm
+def test_rendered_podman_hpc_job_script_passes_under_sbatch_with_the_site_mpich(
+    pytorch_cpu: tuple[Path | None, str], tmp_path: Path
+) -> None:
+    """validate-podman-hpc.sbatch as rendered (its shipped runtime lines), submitted; it
+    runs the recipe's image tag, which the session build (or $STACKBUILD_TEST_PYTORCH_CPU's
+    build) gave the image."""
+    recipes = tmp_path / "recipes"
+    shutil.copytree(PROJECT_ROOT / "recipes", recipes)
+    recipe = recipes / "cpu.yaml"
+    text = recipe.read_text()
+    assert SHIPPED_JOBS in text, "recipes/cpu.yaml's jobs section changed: update this test"
+    recipe.write_text(text.replace(SHIPPED_JOBS, ONE_NODE_JOBS))
+    render = subprocess.run(
+        [
+            STACKBUILD,
+            "render",
+            str(recipe),
+            "-v",
+            "pytorch-cpu",
+            "--runtime",
+            "podman-hpc",
+            "--only",
+            "jobs",
+            "-o",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert render.returncode == 0, render.stderr
+    script = tmp_path / "out" / "pytorch-cpu" / "jobs" / "validate-podman-hpc.sbatch"
+    proc = subprocess.run(
+        ["sbatch", "--wait", "--parsable", str(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    job = proc.stdout.strip().split(";")[0]
+    output = "\n".join(p.read_text() for p in tmp_path.glob(f"validate-pytorch-cpu-{job}.out"))
+    assert proc.returncode == 0, output[-4000:] + proc.stderr
+    report = json.loads((tmp_path / f"validation-pytorch-cpu-{job}" / "report.json").read_text())
+    assert report["passed"] is True
+    # The job's probe ran under srun with --mpi: Horovod loaded the site's MPICH.
+    flavour = next(c for c in report["checks"] if c["check"] == "mpi-flavor")
+    assert str(flavour["measured"]).startswith(f"{MODULE_DIR}/libmpich.so.12"), flavour
+
+
+@needs_podman_hpc
 def test_without_mpi_the_rank_keeps_the_images_own_mpich(
     pytorch_cpu: tuple[Path | None, str], tmp_path: Path
 ) -> None:
@@ -321,8 +386,9 @@ def test_without_mpi_the_rank_keeps_the_images_own_mpich(
 def test_validation_passes_with_ranks_started_by_srun_and_podman_hpc(
     pytorch_cpu: tuple[Path | None, str], tmp_path: Path
 ) -> None:
-    """Horovod under srun, one podman-hpc --mpi container per node (the HPC path): the GAN,
-    the cheapest suite, on 1 and 2 ranks; the record goes to tmp_path, not the build's."""
+    """`validate --launcher srun`: ranks exec'd into one podman-hpc --mpi container per node
+    (the HPC path), the GAN (the cheapest suite) on 1 and 2 ranks; the record goes to
+    tmp_path, not beside the session build's manifest."""
     folder, image = pytorch_cpu
     out = tmp_path / "report"
     proc = subprocess.run(
