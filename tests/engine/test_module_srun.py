@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -133,3 +134,37 @@ def test_the_shipped_job_script_validates_under_slurm(
     cpu_stack_build("pytorch-cpu")  # the image the script names, built from this checkout
     script = render_job_script(tmp_path, cpu_recipe_text, write_recipe, runtime)
     assert_validated(*submit(script, tmp_path / "submit"))
+
+
+def test_a_docker_module_under_srun_forms_one_job_over_gloo(tmp_path: Path) -> None:
+    """Docker cannot pass Slurm's PMI socket (its containers are dockerd's children): the
+    in-image launcher then runs Horovod over Gloo, even when srun offers PMI."""
+    docker = shutil.which("docker", path="/usr/bin") or shutil.which("docker")
+    image = "localhost/stackbuild/pytorch:2.13-cpu"
+    if (
+        docker is None
+        or subprocess.run(
+            [docker, "image", "inspect", image], capture_output=True, check=False
+        ).returncode
+    ):
+        pytest.skip(f"{image} is not in Docker's store (test_docker_engine.py builds it)")
+    render = [str(Path(sys.executable).with_name("stackbuild")), "render", "cpu"]
+    render += ["-v", "pytorch-cpu", "--only", "modules", "--runtime", "docker"]
+    subprocess.run([*render, "-o", str(tmp_path / "r")], check=True, capture_output=True)
+    (tmp_path / "hvd_sum.py").write_text(HOROVOD)
+    (tmp_path / "ddp_sum.py").write_text(TORCH_DISTRIBUTED)
+    script = (
+        f"source {LMOD_INIT}\nmodule use {tmp_path}/r/pytorch-cpu/modulefiles/lmod\n"
+        f"module load pytorch/2.13-cpu\ncd {tmp_path}\nexport PATH={Path(docker).parent}:$PATH\n"
+        "srun -n 2 --mpi=pmi2 python hvd_sum.py && srun -n 2 python ddp_sum.py\n"
+    )
+    result = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, timeout=400, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _ranks(result.stdout) == [
+        "rank 0 of 2 local 0 gloo sum 3",
+        "rank 0 of 2 sum 3",
+        "rank 1 of 2 local 1 gloo sum 3",
+        "rank 1 of 2 sum 3",
+    ], result.stdout
