@@ -215,6 +215,23 @@ def _nvidia_smi() -> dict[str, Any]:
     return {"nvidia_smi": proc.stdout.strip().splitlines() or proc.stderr.strip()[-300:]}
 
 
+def _pinned(probes: dict[str, Any]) -> dict[str, Any]:
+    """Whether each framework that ran is the version recipes/gpu.yaml pins."""
+    out = {}
+    for fw, module in (("pytorch", "torch"), ("tensorflow", "tensorflow")):
+        found = (probes.get(fw) or {}).get(module)
+        if not found:
+            continue
+        try:
+            pins = [c for c in constraints(fw) if c.startswith(f"{module}==")]
+        except SystemExit:  # no PyYAML in this Python: say so rather than guess
+            out[fw] = {"found": found, "pinned": None}
+            continue
+        want = pins[0].split("==", 1)[1] if pins else None
+        out[fw] = {"found": found, "pin": want, "pinned": found.split("+")[0] == want}
+    return out
+
+
 def _write_report(
     args: argparse.Namespace,
     probes: dict[str, Any],
@@ -246,7 +263,11 @@ def _write_report(
             "load_avg_1min": os.getloadavg()[0],
             **_nvidia_smi(),
         },
-        "framework_set": {"source": args.source, **{fw: probes[fw] for fw in pythons}},
+        "framework_set": {
+            "source": args.source,
+            "pinned_set": _pinned(probes),
+            **{fw: probes[fw] for fw in pythons},
+        },
         "runs": runs,
         "cosmoflow_full": {
             **full,

@@ -69,3 +69,12 @@ def test_ddp_runs_under_torchrun_with_nccl_asked_for_by_name() -> None:
     assert argv[:3] == ["python3", "-m", "torch.distributed.run"]
     assert argv[-2:] == ["--sync", "ddp"] and "--nproc-per-node=1" in argv
     assert argv[argv.index("--device") + 1] == "cuda"
+
+
+def test_a_framework_other_than_the_pinned_one_is_recorded_as_such() -> None:
+    # The device machines' own torch (2.11 CUDA 13.0) is not recipes/gpu.yaml's 2.13.
+    pinned = gpu_device_check._pinned(
+        {"pytorch": {"torch": "2.11.0+cu130"}, "tensorflow": {"tensorflow": "2.21.0"}}
+    )
+    assert pinned["pytorch"] == {"found": "2.11.0+cu130", "pin": "2.13.0", "pinned": False}
+    assert pinned["tensorflow"]["pinned"] is True
