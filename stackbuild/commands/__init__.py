@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from stackbuild.commands.build import BUILD_COMMANDS
+from stackbuild.commands.kernels import kernels_command
 from stackbuild.commands.recipes import lint_command, list_command, render_command, show_command
 from stackbuild.commands.validate import validate_command
 
@@ -15,4 +16,5 @@ ALL_COMMANDS: list[click.Command] = [
     lint_command,
     *BUILD_COMMANDS,
     validate_command,
+    kernels_command,
 ]

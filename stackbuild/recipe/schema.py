@@ -449,6 +449,17 @@ class Jobs(Strict):
     volumes: dict[AbsolutePath, AbsolutePath] = Field(default_factory=dict)
 
 
+class Jupyter(Strict):
+    """The kernel side of Jupyter in the image (ipykernel, ipyparallel, ipywidgets)."""
+
+    # On: the image gets `packages` in its own late layer and the modules writer renders a
+    # kernel spec per variant (kernels/<name>/kernel.json) that starts the image's Python.
+    kernel: bool = True
+    packages: list[PackageName] = Field(
+        default_factory=lambda: ["ipykernel==7.4.0", "ipyparallel==9.2.0", "ipywidgets==8.1.9"]
+    )
+
+
 class Settings(Strict):
     """Everything that can differ between variants; layers of a recipe are partial Settings."""
 
@@ -466,6 +477,7 @@ class Settings(Strict):
     image: Image = Field(default_factory=Image)
     modules: Modules = Field(default_factory=Modules)
     jobs: Jobs = Field(default_factory=Jobs)
+    jupyter: Jupyter = Field(default_factory=Jupyter)
 
 
 class MatrixRule(Strict):

@@ -22,6 +22,7 @@ from stackbuild.errors import TemplateError
 from stackbuild.recipe.matrix import Variant
 from stackbuild.render.context import STACKBUILD_DIR, SYSTEM_PATH, VENV, BuildContext
 from stackbuild.render.environment import render_template
+from stackbuild.render.kernels import kernel_name, kernel_spec, logo_png
 from stackbuild.render.runscript import REPORT_DIR, run_image_context
 from stackbuild.render.spython_adapter import parse_containerfile_text, write_definition
 from validation.launch import SRUN_MPI_PLUGINS
@@ -275,7 +276,7 @@ def write_containerfile(variant: Variant, env: jinja2.Environment) -> list[Rende
         _text("variant.json", _json(variant_manifest(variant))),
         _text(
             ".containerignore",
-            "modulefiles\nwrappers\njobs\napptainer.def\nvariant.json\nrender.json\npin.json\n",
+            "modulefiles\nwrappers\nkernels\njobs\napptainer.def\nvariant.json\nrender.json\npin.json\n",
         ),
     ]
     for patch in variant.patch_files:
@@ -412,6 +413,13 @@ def help_text(variant: Variant) -> str:
             "Horovod all-reduces hierarchically (HOROVOD_HIERARCHICAL_ALLREDUCE=1): NCCL inside",
             "a node, MPI between nodes; set it to 0 to all-reduce over NCCL across all ranks.",
         ]
+    if s.jupyter.kernel:
+        lines += [
+            "",
+            f"Jupyter:   kernel {kernel_name(variant)} (runs this image's Python); install it",
+            "  for yourself: stackbuild kernels install DIR --user   (DIR: these rendered files)",
+            "  or for a site: stackbuild kernels install DIR --prefix /path/to/jupyter/prefix",
+        ]
     if s.modules.help:
         lines += ["", s.modules.help.strip()]
     return "\n".join(lines)
@@ -440,6 +448,12 @@ def write_modules(variant: Variant, env: jinja2.Environment) -> list[RenderedFil
                 executable=True,
             )
         )
+    if variant.settings.jupyter.kernel:
+        kernel = f"kernels/{kernel_name(variant)}"
+        files += [
+            _text(f"{kernel}/kernel.json", _json(kernel_spec(variant))),
+            RenderedFile(f"{kernel}/logo-64x64.png", logo_png()),
+        ]
     return files
 
 
