@@ -24,10 +24,11 @@ VARIANT_DIR = "{resource_dir}/../.."
 #: Host variable that carries the connection file's content into the container (the
 #: wrappers pass STACKBUILD_* in by name; Shifter and Apptainer pass the environment in).
 CONNECTION_VARIABLE = "STACKBUILD_KERNEL_CONNECTION"
-#: On the host: read the connection file, then exec the wrapper ($0) with the bootstrap ($2).
+#: On the host: read the connection file, then exec the wrapper ($0) with the bootstrap ($2);
+#: JPY_PARENT_PID goes in under a STACKBUILD_ name, which the wrappers pass.
 HOST_SHIM = (
     f'{CONNECTION_VARIABLE}="$(cat -- "$1")" || exit 1; export {CONNECTION_VARIABLE}; '
-    'exec "$0" -c "$2"'
+    'export STACKBUILD_KERNEL_PARENT="$JPY_PARENT_PID"; exec "$0" -c "$2"'
 )
 #: In the image: write the connection file where the kernel can read it, then start ipykernel.
 BOOTSTRAP = (
@@ -35,6 +36,8 @@ BOOTSTRAP = (
     "fd, path = tempfile.mkstemp(prefix='kernel-', suffix='.json'); "
     f"os.write(fd, os.environ.pop('{CONNECTION_VARIABLE}').encode()); os.close(fd); "
     "sys.argv[1:] = ['-f', path]; "
+    # jupyter_client's PID (the runtimes share the node's PIDs): the kernel watches its parent.
+    "os.environ['JPY_PARENT_PID'] = os.environ.pop('STACKBUILD_KERNEL_PARENT', ''); "
     "from ipykernel import kernelapp; kernelapp.launch_new_instance()"
 )
 #: Wrapped commands that run the image's Python, in order of preference.
