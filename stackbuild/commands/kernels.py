@@ -47,7 +47,8 @@ def install_spec(spec_file: Path, kernels_dir: Path) -> Path:
     if not (wrapper.is_file() and os.access(wrapper, os.X_OK)):
         raise StackbuildError(
             f"{spec_file}: its wrapper {wrapper} is missing or not executable",
-            hint="render the modules format too (stackbuild render ... --only modules)",
+            hint="render the wrappers with the kernels "
+            "(stackbuild render ... --only modules,kernels)",
         )
     target = kernels_dir / spec_file.parent.name
     target.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,9 @@
 """Writers, one per output format, registered by name: each turns a Variant into files.
 
 Formats: `containerfile` (the build context), `apptainer` (a definition derived from the
-Containerfile with spython), `modules` (Lmod and Tcl module files plus wrapper scripts) and
-`jobs` (Slurm scripts that run the validation with Shifter, podman-hpc and Apptainer).
+Containerfile with spython), `modules` (Lmod and Tcl module files plus wrapper scripts),
+`kernels` (a Jupyter kernel spec that runs the `python` wrapper) and `jobs` (Slurm scripts
+that run the validation with Shifter, podman-hpc and Apptainer).
 """
 
 from __future__ import annotations
@@ -448,13 +449,19 @@ def write_modules(variant: Variant, env: jinja2.Environment) -> list[RenderedFil
                 executable=True,
             )
         )
-    if variant.settings.jupyter.kernel:
-        kernel = f"kernels/{kernel_name(variant)}"
-        files += [
-            _text(f"{kernel}/kernel.json", _json(kernel_spec(variant))),
-            RenderedFile(f"{kernel}/logo-64x64.png", logo_png()),
-        ]
     return files
+
+
+@writer("kernels")
+def write_kernels(variant: Variant, env: jinja2.Environment) -> list[RenderedFile]:
+    """A Jupyter kernel spec that starts the image's Python through the modules' wrapper."""
+    if not variant.settings.jupyter.kernel:
+        return []
+    kernel = f"kernels/{kernel_name(variant)}"
+    return [
+        _text(f"{kernel}/kernel.json", _json(kernel_spec(variant))),
+        RenderedFile(f"{kernel}/logo-64x64.png", logo_png()),
+    ]
 
 
 #: One job script per runtime of the table (validation/runtimes.py).

@@ -45,7 +45,7 @@ def expected_env(variant: Variant) -> dict[str, str]:
 
 @pytest.mark.parametrize("variant", SHIPPED, ids=[f"{v.recipe_name}-{v.name}" for v in SHIPPED])
 def test_every_shipped_variant_has_a_kernel_through_its_python_wrapper(variant: Variant):
-    files = files_of(variant, ["modules"])
+    files = files_of(variant, ["modules", "kernels"])
     name, version = variant.module_name, variant.module_version
     specs = [p for p in files if p.startswith("kernels/") and p.endswith("/kernel.json")]
     assert len(specs) == 1, specs
@@ -76,7 +76,7 @@ def test_knl_variants_fix_threads_in_the_kernel():
 
 
 def test_logo_is_a_64_pixel_png():
-    logo = files_of(cpu_variant(), ["modules"])["kernels/pytorch-2.13-cpu/logo-64x64.png"]
+    logo = files_of(cpu_variant(), ["kernels"])["kernels/pytorch-2.13-cpu/logo-64x64.png"]
     data = logo.content
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
@@ -106,7 +106,7 @@ def test_kernel_off_drops_layer_spec_and_help(tmp_path: Path):
     shutil.copytree(PROJECT_ROOT / "recipes/patches", tmp_path / "patches")  # the recipe names them
     path.write_text(recipe.replace("\ndefaults:\n", "\ndefaults:\n  jupyter: {kernel: false}\n"))
     variant = select_variant(expand_matrix(load_recipe(path)), "pytorch-cpu")
-    files = files_of(variant, ["containerfile", "modules"])
+    files = files_of(variant, ["containerfile", "kernels"])
     assert not [p for p in files if p.startswith("kernels/")]
     assert "ipykernel" not in files["Containerfile"].content.decode()
     assert "kernels install" not in help_text(variant)

@@ -59,7 +59,7 @@ def test_only_selects_formats(tmp_path: Path):
     assert paths and all(p.startswith(("modulefiles/", "wrappers/")) for p in paths)
     with pytest.raises(TemplateError, match="unknown output format 'dockerfile'"):
         render_files(variant, ["dockerfile"])
-    assert set(WRITERS) == {"containerfile", "apptainer", "modules", "jobs"}
+    assert set(WRITERS) == {"containerfile", "apptainer", "modules", "kernels", "jobs"}
 
 
 def test_refuses_to_replace_a_directory_it_did_not_write(tmp_path: Path):
