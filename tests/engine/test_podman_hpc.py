@@ -3,9 +3,11 @@ machine's site config): `export --to podman-hpc` migrates the pytorch-cpu image 
 squashfs store that runs on its own, `srun --mpi=pmi2 podman-hpc run --mpi` forms one MPI
 job whose ranks load the site's MPICH (the host's copy, bound in by the mpich module) and
 not the image's (also through the rendered module: `module load`, then `srun python`), and
-the validation's srun pass runs its ranks that way.
+the rendered validate-podman-hpc.sbatch, whose steps run their ranks that way, passes.
+(`stackbuild validate --runtime podman-hpc --launcher srun` runs the same steps; it passed
+here by hand and is left out of CI for time.)
 
-The image is the session's pytorch-cpu build (tests/engine/conftest.py, cpu_stack_build);
+The image is the session's pytorch-cpu build (tests/conftest.py, cpu_stack_build);
 $STACKBUILD_TEST_PYTORCH_CPU names an already built image instead (reruns without a build).
 """
 
@@ -379,60 +381,3 @@ def test_without_mpi_the_rank_keeps_the_images_own_mpich(
     [(path, dev, ino)] = rank["libmpi"]
     assert path.startswith(f"{IMAGE_LIBDIR}/libmpich.so.12")
     assert (dev, ino) != (host.stat().st_dev, host.stat().st_ino)
-
-
-@needs_podman_hpc
-@needs_slurm
-def test_validation_passes_with_ranks_started_by_srun_and_podman_hpc(
-    pytorch_cpu: tuple[Path | None, str], tmp_path: Path
-) -> None:
-    """`validate --launcher srun`: ranks exec'd into one podman-hpc --mpi container per node
-    (the HPC path), the GAN (the cheapest suite) on 1 and 2 ranks; the record goes to
-    tmp_path, not beside the session build's manifest."""
-    folder, image = pytorch_cpu
-    out = tmp_path / "report"
-    proc = subprocess.run(
-        [
-            STACKBUILD,
-            "validate",
-            str(folder or image),
-            "--runtime",
-            "podman-hpc",
-            "--framework",
-            "pytorch",
-            "--launcher",
-            "srun",
-            "--suite",
-            "gan",
-            "--ranks",
-            "1,2",
-            "--output",
-            str(out),
-            "--record",
-            str(tmp_path / "validation.json"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    log = proc.stdout + proc.stderr
-    assert "podman-hpc run --rm" in log and "--mpi" in log
-    assert (out / "report.json").is_file(), log[-3000:]
-    report = json.loads((out / "report.json").read_text())
-    failed = [
-        f"{c['check']} {c['subject']}: measured {c['measured']}, {c['detail']}"
-        for c in report["checks"]
-        if c["verdict"] == "fail"
-    ]
-    # A synchronous 2-rank job runs at its slower rank's pace: on a machine known to be busy
-    # the scaling check alone may fail (README, Tests); everything else must pass.
-    only_scaling = all(
-        c["category"] == "scaling" for c in report["checks"] if c["verdict"] == "fail"
-    )
-    if failed and only_scaling and os.environ.get("STACKBUILD_LENIENT_SCALING") == "1":
-        pytest.skip(
-            "weak scaling below the threshold (STACKBUILD_LENIENT_SCALING=1): " + "; ".join(failed)
-        )
-    assert not failed, "\n".join(failed) + log[-2000:]
-    assert proc.returncode == 0 and report["passed"] is True
