@@ -45,16 +45,16 @@ class Runtime:
     pins_digest: bool = True
     #: how to check at start that a local tag still names the validated image (None: cannot)
     inspect_id: tuple[str, ...] | None = None
-    #: MPI ranks need Slurm's PMI in the container; False: MPI under srun cannot work
+    #: whether Slurm's PMI reaches the container; False: under srun, Horovod uses Gloo
+    #: (validation/slurm_launch.py) and MPI_Init must not try
     pmi: bool = True
     module_hint: str = ""
 
-    def image_argument(self, reference: str, sif: str = "") -> str:
-        """How this runtime names the image (docker:REF for Shifter, a SIF file for Apptainer)."""
+    def image_argument(self, reference: str) -> str:
+        """How this runtime names the image: docker:REF for Shifter; as given otherwise (for
+        Apptainer, the caller gives the SIF file)."""
         if self.image_form == "docker-prefixed":
             return reference if reference.startswith("docker:") else f"docker:{reference}"
-        if self.image_form == "sif":
-            return sif or reference
         return reference
 
 

@@ -34,9 +34,10 @@ from validation.launch_env import (
     hostnames,
     slurm_master_port,
 )
+from validation.runtimes import RUNTIMES
 
 #: Runtimes whose containers cannot receive Slurm's PMI socket: Horovod there uses Gloo.
-NO_PMI_RUNTIMES = ("docker",)
+NO_PMI_RUNTIMES = tuple(name for name, row in RUNTIMES.items() if not row.pmi)
 RENDEZVOUS_WAIT_S = 60.0
 _SIOCGIFADDR = 0x8915
 
