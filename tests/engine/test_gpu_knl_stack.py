@@ -8,8 +8,12 @@ GPU passes in the image, the training checks run on the CPU fallback, and the ve
 pytorch-knl: Horovod compiled with -march=knl, AVX-512 found in its libraries; the training
 is not run here (no AVX-512) and the verdict says so.
 
-A cold run downloads about 2.9 GB and compiles Horovod twice (about 20 minutes on 2 cores);
-tensorflow-gpu and tensorflow-knl are built by the main job only (README, "Tests").
+A cold pytorch-gpu build downloads about 2.9 GB and compiles Horovod with nvcc (10-20 minutes
+on 2 cores): with the runtime tests of issue 12 (Docker, podman-hpc, two-node Slurm) the
+default run no longer fits it into the 60-minute cold CI, so it runs when
+STACKBUILD_TEST_GPU_BUILD=1 (and the main job builds it: STACKBUILD_VARIANTS=gpu/pytorch-gpu).
+pytorch-knl always runs; tensorflow-gpu and tensorflow-knl are built by the main job only
+(README, "Tests").
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ pytestmark = [pytest.mark.engine, pytest.mark.stack]
 
 STACKBUILD = str(Path(sys.executable).with_name("stackbuild"))
 VARIANTS = {"pytorch-gpu": "gpu", "pytorch-knl": "knl"}
+#: Opt-in for the pytorch-gpu build (see the module's docstring).
+GPU_BUILD = os.environ.get("STACKBUILD_TEST_GPU_BUILD") == "1"
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,11 @@ def accel_out(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> Path
 @pytest.fixture(scope="session", params=list(VARIANTS))
 def built(request: pytest.FixtureRequest, accel_out: Path) -> Built:
     variant = request.param
+    if variant == "pytorch-gpu" and not GPU_BUILD:
+        pytest.skip(
+            "the pytorch-gpu build (10-20 min cold) is out of the default run to keep cold CI "
+            "under 60 minutes: STACKBUILD_TEST_GPU_BUILD=1 runs it"
+        )
     recipe = VARIANTS[variant]
     proc = stackbuild("build", recipe, "--variant", variant, "--output", accel_out / recipe)
     assert proc.returncode == 0, proc.stderr[-4000:]
