@@ -22,6 +22,8 @@ class Runtime:
     program: str  # must be on PATH where the image runs
     run: tuple[str, ...]  # argv up to the options
     host: tuple[str, ...] = ()  # share the node's network, IPC and PIDs (MPI, NCCL, shm)
+    #: host options only where the MPI options (which bring their own) are not given
+    host_without_mpi: tuple[str, ...] = ()
     gpu: tuple[str, ...] = ()
     #: options for one rank of an srun MPI job, per MPI flavour (the runtime's own support)
     mpi: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -95,6 +97,7 @@ RUNTIMES: dict[str, Runtime] = {
             # (): --mpi (the site's mpich module) brings --network/--ipc/--pid=host, and
             # podman 4.3 refuses a second --network=host ("cannot set multiple networks").
             host=(),
+            host_without_mpi=("--network=host",),  # kernels, single processes: loopback ports
             gpu=("--gpu",),
             # its mpich module: site MPICH, host IPC/PID, PMI passed in; Open MPI: PMIx
             mpi={"mpich": ("--mpi",), "openmpi": ("--openmpi-pmix",)},
@@ -258,7 +261,8 @@ def runtime_options(
     argv += row.interactive if interactive else []
     argv += list(row.host)
     argv += list(row.gpu) if gpu else []
-    argv += list(row.mpi.get(mpi_flavor, ())) if mpi else []
+    mpi_options = list(row.mpi.get(mpi_flavor, ())) if mpi else []
+    argv += mpi_options or list(row.host_without_mpi)
     if preserve_fds and row.preserve_fds:
         argv.append(row.preserve_fds.format(count=preserve_fds))
     if workdir and row.workdir:

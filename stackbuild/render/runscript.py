@@ -88,6 +88,9 @@ def run_image_context(
         "rt_who": who,
         "rt_options": shell_words(options, subs),
         "rt_mpi": shell_words(row.mpi[mpi_flavor], subs) if row.mpi.get(mpi_flavor) else Quoted(""),
+        "rt_host_without_mpi": shell_words(row.host_without_mpi, subs)
+        if row.host_without_mpi
+        else Quoted(""),
         "rt_preserve": shell_words([row.preserve_fds.format(count=1)], subs)
         if row.preserve_fds
         else Quoted(""),
