@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -195,42 +196,10 @@ def get_runtime(name: str) -> Runtime:
         raise ValueError(f"unknown runtime {name!r}; expected {', '.join(RUNTIMES)}") from None
 
 
-def container_argv(
-    runtime: str,
-    image: str,
-    *,
-    gpu: bool = False,
-    mpi: bool = False,
-    mounts: Sequence[tuple[str, str]] = (),
-    env: Mapping[str, str] | None = None,
-    pass_env: Sequence[str] = (),
-    workdir: str | None = None,
-    interactive: bool = False,
-    preserve_fds: int = 0,
-    site_modules: Sequence[str] = (),
-    mpi_flavor: str = "mpich",
-) -> list[str]:
-    """The words that start `image` with `runtime`, up to the command.
-
-    env: variables set to values; pass_env: host variables passed by name (ignored where the
-    host environment passes in). Variables a runtime cannot set (Shifter) are the caller's
-    to put on the host side (`host_env`). site_modules: the recipe's Shifter modules.
-    """
-    options = runtime_options(
-        runtime,
-        image,
-        gpu=gpu,
-        mpi=mpi,
-        mounts=mounts,
-        env=env,
-        pass_env=pass_env,
-        workdir=workdir,
-        interactive=interactive,
-        preserve_fds=preserve_fds,
-        site_modules=site_modules,
-        mpi_flavor=mpi_flavor,
-    )
-    return [*options, *image_words(runtime, image)]
+def container_argv(runtime: str, image: str, **options: Any) -> list[str]:
+    """The words that start `image` with `runtime`, up to the command: `runtime_options`
+    (which takes the same keyword options) and then `image_words`."""
+    return [*runtime_options(runtime, image, **options), *image_words(runtime, image)]
 
 
 def runtime_options(
@@ -248,7 +217,12 @@ def runtime_options(
     site_modules: Sequence[str] = (),
     mpi_flavor: str = "mpich",
 ) -> list[str]:
-    """`container_argv` without its last words (`image_words`): more options may follow."""
+    """The runtime's words before the image (`image_words`), so more options may follow.
+
+    env: variables set to values; pass_env: host variables passed by name (ignored where the
+    host environment passes in). Variables a runtime cannot set (Shifter) are the caller's
+    to put on the host side (`host_env`). site_modules: the recipe's Shifter modules.
+    """
     row = get_runtime(runtime)
     argv = list(row.run)
     if row.image_option:

@@ -56,6 +56,28 @@ def variants(recipe: Path) -> list[Variant]:
     return expand_matrix(load_recipe(recipe))
 
 
+def run_shifter_job(
+    variant: Variant, tmp_path: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """The variant's validate-shifter.sbatch, run by bash with stand-in srun and shifter
+    (calls logged to tmp_path/calls.log) as a 2-task job submitted from tmp_path."""
+    script = tmp_path / "validate.sbatch"
+    script.write_text(job_scripts(variant)["shifter"])
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("srun", STUB_SRUN), ("shifter", STUB_SHIFTER)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "STUB_LOG": str(tmp_path / "calls.log"),
+        "SLURM_SUBMIT_DIR": str(tmp_path),
+        "SLURM_NTASKS": "2",
+        **env,
+    }
+    return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+
+
 def published(variant: Variant) -> Variant:
     """variant as `stackbuild publish` pins it: registry digest and immutable tag."""
     repository = f"registry.example.org/stackbuild/{variant.image_name.rsplit('/', 1)[-1]}"
@@ -178,24 +200,13 @@ def test_a_failed_step_is_recorded_and_the_job_exits_with_the_verdict(
     variant = published(
         next(v for v in variants(PROJECT_ROOT / "recipes/cpu.yaml") if "pytorch" in v.name)
     )
-    script = tmp_path / "validate.sbatch"
-    script.write_text(job_scripts(variant)["shifter"])
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name, text in (("srun", STUB_SRUN), ("shifter", STUB_SHIFTER)):
-        (bin_dir / name).write_text(text)
-        (bin_dir / name).chmod(0o755)
     env = {
-        "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "STUB_LOG": str(tmp_path / "calls.log"),
         "FAIL_TAG": "cosmoflow-pytorch-r2",
         "EVALUATE_STATUS": str(evaluate_status),
-        "SLURM_SUBMIT_DIR": str(tmp_path),
         "SLURM_JOB_ID": "77",
-        "SLURM_NTASKS": "2",
         "SLURM_CPUS_ON_NODE": "8",
     }
-    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    proc = run_shifter_job(variant, tmp_path, env)
     assert proc.returncode == evaluate_status, proc.stderr
     report_dir = tmp_path / "validation-pytorch-cpu-77"
     status = {p.stem: p.read_text() for p in (report_dir / "steps").glob("*.json")}
@@ -220,21 +231,7 @@ def test_too_small_an_allocation_is_refused_before_any_step(tmp_path: Path) -> N
 def test_a_shifter_job_of_an_unpublished_image_stops_before_any_step(tmp_path: Path) -> None:
     """Shifter pulls from a registry: a localhost/ image cannot run there, and says why."""
     variant = next(v for v in variants(PROJECT_ROOT / "recipes/cpu.yaml") if "pytorch" in v.name)
-    script = tmp_path / "validate.sbatch"
-    script.write_text(job_scripts(variant)["shifter"])
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name, text in (("srun", STUB_SRUN), ("shifter", STUB_SHIFTER)):
-        (bin_dir / name).write_text(text)
-        (bin_dir / name).chmod(0o755)
-    env = {
-        "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "STUB_LOG": str(tmp_path / "calls.log"),
-        "SLURM_SUBMIT_DIR": str(tmp_path),
-        "SLURM_JOB_ID": "78",
-        "SLURM_NTASKS": "2",
-    }
-    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    proc = run_shifter_job(variant, tmp_path, {"SLURM_JOB_ID": "78"})
     assert proc.returncode != 0
     assert "Shifter pulls images from a registry" in proc.stderr
     assert "stackbuild publish" in proc.stderr
