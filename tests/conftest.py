@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -82,3 +83,28 @@ def cpu_stack_build(cpu_stack_out: Path) -> Callable[[str], tuple[Path, dict[str
         return done[variant]
 
     return build
+
+
+#: A test phase at least this long is reported as it ends, so a run stopped by CI's time
+#: limit still shows where the time went (--durations prints only at the end).
+SLOW_PHASE_S = 30.0
+_STARTED = time.monotonic()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.duration < SLOW_PHASE_S:
+        return
+    reporter = _CONFIG.pluginmanager.get_plugin("terminalreporter") if _CONFIG else None
+    if reporter is not None:
+        elapsed = (time.monotonic() - _STARTED) / 60
+        reporter.write_line(
+            f"[{elapsed:5.1f} min] {report.duration:6.0f} s {report.when:8} {report.nodeid}"
+        )
+
+
+_CONFIG: pytest.Config | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _CONFIG
+    _CONFIG = config

@@ -44,6 +44,9 @@ class LaunchPlan:
     gpu: bool = False
     master_port: int = 29511
     mpi_flavor: str = "mpich"  # mpich | openmpi: how mpirun passes variables
+    #: KEY=VALUE on every container of the run (podman, docker, podman-hpc): what a killed
+    #: launcher leaves behind is found by it (validation/runner.py: reap_containers)
+    container_label: str = ""
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
@@ -109,6 +112,7 @@ def _container_prefix(plan: LaunchPlan, mpi_outside: bool) -> list[str]:
         pass_env=OUTSIDE_RANK_VARIABLES if mpi_outside else (),
         preserve_fds=fds,
         mpi_flavor=plan.mpi_flavor,
+        label=plan.container_label,
     )
     outside = host_env(plan.runtime, env)  # Shifter: env goes on the host side
     return ["env", *[f"{k}={v}" for k, v in sorted(outside.items())], *argv] if outside else argv

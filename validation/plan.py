@@ -11,6 +11,7 @@ renderer imports this module and nothing else of the harness.
 from __future__ import annotations
 
 import sys
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,19 +25,32 @@ DEFAULT_MIN_SCALING_EFFICIENCY = 0.6
 #: Where every image carries its recipe's expectations.
 INFO_FILE = "/opt/stackbuild/stackbuild-info.json"
 
-#: -march values whose code needs AVX-512 (Xeon Phi and Xeon Scalable generations).
-AVX512_MARCHES = frozenset(
-    {
-        "knl",
-        "knm",
-        "skylake-avx512",
-        "cascadelake",
-        "cooperlake",
-        "icelake-server",
-        "sapphirerapids",
-        "x86-64-v4",
-    }
+#: The AVX-512 feature flags (/proc/cpuinfo names) that code compiled with each -march may
+#: use: a CPU runs the image only if it has every one. Xeon Phi's ER and PF extensions exist
+#: on no other CPU, so a KNL image cannot run on a Skylake or later Xeon either (GCC's -march
+#: documentation lists the extensions each value enables).
+_SKX = ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")
+_ICX = (
+    *_SKX,
+    "avx512_vnni",
+    "avx512ifma",
+    "avx512vbmi",
+    "avx512_vbmi2",
+    "avx512_bitalg",
+    "avx512_vpopcntdq",
 )
+MARCH_AVX512_FLAGS: dict[str, tuple[str, ...]] = {
+    "knl": ("avx512f", "avx512cd", "avx512er", "avx512pf"),
+    "knm": ("avx512f", "avx512cd", "avx512er", "avx512pf", "avx512_4fmaps", "avx512_4vnniw"),
+    "skylake-avx512": _SKX,
+    "cascadelake": (*_SKX, "avx512_vnni"),
+    "cooperlake": (*_SKX, "avx512_vnni", "avx512_bf16"),
+    "icelake-server": _ICX,
+    "sapphirerapids": (*_ICX, "avx512_bf16", "avx512_fp16"),
+    "x86-64-v4": _SKX,
+}
+#: -march values whose code needs AVX-512 (Xeon Phi and Xeon Scalable generations).
+AVX512_MARCHES = frozenset(MARCH_AVX512_FLAGS)
 
 #: Horovod's names in `horovodrun --check-build`.
 CHECK_BUILD_NAMES = {
@@ -129,12 +143,26 @@ def host_has_gpu(device: Path = Path("/dev/nvidiactl")) -> bool:
     return device.exists()
 
 
-def host_has_avx512(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """Whether this machine's CPU runs AVX-512 Foundation instructions."""
+def host_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The feature flags of this machine's CPU (the first `flags` line of /proc/cpuinfo)."""
     try:
-        return " avx512f" in cpuinfo.read_text(encoding="utf-8", errors="replace")
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return False
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return frozenset(value.split())
+    return frozenset()
+
+
+def missing_cpu_flags(expect: Mapping[str, Any] | None, flags: frozenset[str]) -> list[str]:
+    """The AVX-512 extensions the image's -march uses that the CPU with `flags` lacks."""
+    if not needs_avx512(expect):
+        return []
+    march = str((expect or {}).get("march"))
+    wanted = MARCH_AVX512_FLAGS.get(march, ("avx512f",))
+    return [flag for flag in wanted if flag not in flags]
 
 
 CONSISTENCY_STEPS = 6
@@ -160,13 +188,15 @@ class ValidationRequest:
     # The image's stack expectations (stackbuild-info.json `expect`); None: natively, or an
     # image that carries none. They decide GPU checks and AVX-512, not flags.
     expect: dict[str, Any] | None = None
-    host_avx512: bool = field(default_factory=host_has_avx512)
+    host_cpu_flags: frozenset[str] = field(default_factory=host_cpu_flags)
     gpu_devices: bool = False  # pass the node's GPUs into the container (there are some)
     python: str = sys.executable
     fault: str = "none"  # inject into every training job (negative controls)
     extra_args: tuple[str, ...] = ()  # passed to every `run` (e.g. --epochs 1 in tests)
-    timeout_s: float = 1800
+    timeout_s: float = 1800  # per job: a job still running then is killed, with its containers
     mpi_flavor: str = "mpich"
+    #: on every container this validation starts (validation/runner.py: reap_containers)
+    container_label: str = field(default_factory=lambda: f"stackbuild.run={uuid.uuid4().hex}")
     min_scaling_efficiency: float = DEFAULT_MIN_SCALING_EFFICIENCY
 
 
@@ -240,10 +270,12 @@ def plan_jobs(request: ValidationRequest) -> list[Job]:
         for fw in request.frameworks
     ]
     cannot_run = ""
-    if needs_avx512(request.expect) and not request.host_avx512:
+    missing = missing_cpu_flags(request.expect, request.host_cpu_flags)
+    if missing:
         cannot_run = (
             f"not run: needs AVX-512 (the image is compiled for -march="
-            f"{(request.expect or {}).get('march')}) and this machine's CPU has none"
+            f"{(request.expect or {}).get('march')}) and this machine's CPU lacks "
+            + ", ".join(missing)
         )
     for fw in request.frameworks:
         for suite in request.suites:

@@ -7,11 +7,14 @@ evaluate`, the script's last step). Both plan with `plan_jobs` and report with `
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -39,12 +42,13 @@ from validation.plan import (
     Job,
     ValidationRequest,
     launcher_passes,
+    missing_cpu_flags,
     multi_rank_sync,
-    needs_avx512,
     plan_jobs,
     probe_file,
 )
 from validation.results import load_params, load_run, load_step
+from validation.runtimes import RUNTIMES as CONTAINER_RUNTIMES
 from validation.stack_checks import stack_checks
 
 __all__ = [
@@ -92,6 +96,7 @@ def launch_plan(request: ValidationRequest, ranks: int) -> LaunchPlan:
         gpu=request.gpu_devices,
         mpi_flavor=request.mpi_flavor,
         master_port=29500 + (os.getpid() % 400),
+        container_label=request.container_label,
     )
 
 
@@ -101,21 +106,65 @@ Executor = Callable[[list[str], dict[str, str], float], tuple[int, list[str]]]
 def stream_subprocess(
     argv: list[str], env: dict[str, str], timeout: float
 ) -> tuple[int, list[str]]:
-    """Run argv, echo its output lines live, return (exit code, last lines)."""
+    """Run argv in its own process group, echo its output lines live, return (exit code,
+    last lines). At `timeout` seconds (silent or not) or on an interrupt the whole group is
+    killed: launchers, ranks and container clients."""
     tail: list[str] = []
-    started = time.monotonic()
+    timed_out = threading.Event()
     with subprocess.Popen(
-        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        argv,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        start_new_session=True,
     ) as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            print(line, end="", flush=True)
-            tail = [*tail[-39:], line.rstrip()]
-            if time.monotonic() - started > timeout:
-                proc.kill()
-                tail.append(f"killed after {timeout:.0f} s")
-                break
-        return proc.wait(), tail
+
+        def kill_group() -> None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+        def on_timeout() -> None:
+            timed_out.set()
+            kill_group()
+
+        watchdog = threading.Timer(timeout, on_timeout)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                print(line, end="", flush=True)
+                tail = [*tail[-39:], line.rstrip()]
+            returncode = proc.wait()
+        except BaseException:
+            kill_group()
+            raise
+        finally:
+            watchdog.cancel()
+        if timed_out.is_set():
+            tail.append(f"killed after {timeout:.0f} s (the job's time limit)")
+        return returncode, tail
+
+
+def reap_containers(runtime: str, label: str) -> list[str]:
+    """Remove the containers marked `label` that are still there (a killed `podman run` or
+    `docker run` client leaves its container running); their ids."""
+    if runtime not in CONTAINER_RUNTIMES:
+        return []
+    commands = CONTAINER_RUNTIMES[runtime].reap_argv(label)
+    if commands is None:
+        return []
+    listing, remove = commands
+    try:
+        found = subprocess.run(listing, capture_output=True, text=True, timeout=60, check=False)
+        ids = found.stdout.split()
+        if ids:
+            subprocess.run([*remove, *ids], capture_output=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return ids
 
 
 def _job_env(request: ValidationRequest, plan: LaunchPlan) -> dict[str, str]:
@@ -137,17 +186,41 @@ def run_jobs(
     request.out_dir.mkdir(parents=True, exist_ok=True)
     out, data, _ = _paths(request)
     threads = str(threads_per_rank(max(request.ranks)))  # same per rank, for fair scaling
-    for job in jobs:
-        plan = launch_plan(request, job.ranks)
-        job.argv = build_command(plan, located_args(job, out, threads, data))
-        if job.skipped or job.not_run:
-            continue
-        print(f"==> {job.tag}: {' '.join(job.argv)}", flush=True)
-        started = time.monotonic()
-        job.returncode, job.log_tail = executor(
-            job.argv, _job_env(request, plan), request.timeout_s
-        )
-        job.wall_s = time.monotonic() - started
+    with _sigterm_as_interrupt():
+        for job in jobs:
+            plan = launch_plan(request, job.ranks)
+            job.argv = build_command(plan, located_args(job, out, threads, data))
+            if job.skipped or job.not_run:
+                continue
+            print(f"==> {job.tag}: {' '.join(job.argv)}", flush=True)
+            started = time.monotonic()
+            try:
+                job.returncode, job.log_tail = executor(
+                    job.argv, _job_env(request, plan), request.timeout_s
+                )
+            finally:
+                job.wall_s = time.monotonic() - started
+                if job.returncode != 0:
+                    left = reap_containers(request.runtime, request.container_label)
+                    if left:
+                        print(f"==> {job.tag}: removed {len(left)} containers", flush=True)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (scancel, a CI timeout) stops the jobs the way Ctrl-C does: killed, reaped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _job_failed(job: Job) -> CheckResult:
@@ -209,7 +282,7 @@ def evaluate(request: ValidationRequest, jobs: list[Job]) -> list[CheckResult]:
             expect = probe.get("expect") or request.expect
             if expect:
                 # An image of ours: every stack item is checked against its recipe.
-                runs_here = not needs_avx512(expect) or request.host_avx512
+                runs_here = not missing_cpu_flags(expect, request.host_cpu_flags)
                 results += stack_checks(probe, expect, runs_here)
                 continue
             if job.framework == "tensorflow":

@@ -52,6 +52,19 @@ class Runtime:
     #: (validation/slurm_launch.py) and MPI_Init must not try
     pmi: bool = True
     module_hint: str = ""
+    #: mark a container so that what a killed launcher leaves running can be found and
+    #: removed (`reap_argv`); None where no engine keeps containers apart from the caller
+    label_option: str | None = None
+
+    def reap_argv(self, label: str) -> tuple[list[str], list[str]] | None:
+        """(list the containers with `label`, remove them: ids follow), or None."""
+        if not self.label_option:
+            return None
+        return [self.program, "ps", "-aq", "--filter", f"label={label}"], [
+            self.program,
+            "rm",
+            "-f",
+        ]
 
     def image_argument(self, reference: str) -> str:
         """How this runtime names the image: docker:REF for Shifter; as given otherwise (for
@@ -74,6 +87,7 @@ RUNTIMES: dict[str, Runtime] = {
             interactive=("-i",),
             preserve_fds="--preserve-fds={count}",
             inspect_id=("podman", "image", "inspect", "--format", "{{.Id}}"),
+            label_option="--label={label}",
             module_hint="install podman (Debian: apt-get install podman) or load its module",
         ),
         Runtime(
@@ -88,6 +102,7 @@ RUNTIMES: dict[str, Runtime] = {
             # no Slurm PMI socket) reaches it. Under srun, ranks use Gloo (slurm_launch).
             pmi=False,
             inspect_id=("docker", "image", "inspect", "--format", "{{.Id}}"),
+            label_option="--label={label}",
             module_hint="start the Docker engine (scripts/setup.d/30-docker.sh) or use podman",
         ),
         Runtime(
@@ -108,6 +123,7 @@ RUNTIMES: dict[str, Runtime] = {
             # shared `podman run -d` (started without fd 3), which then fails to start.
             preserve_fds=None,
             inspect_id=("podman-hpc", "image", "inspect", "--format", "{{.Id}}"),
+            label_option="--label={label}",
             module_hint="load the module that provides podman-hpc (e.g. module load podman-hpc)",
         ),
         Runtime(
@@ -216,6 +232,7 @@ def runtime_options(
     preserve_fds: int = 0,
     site_modules: Sequence[str] = (),
     mpi_flavor: str = "mpich",
+    label: str = "",
 ) -> list[str]:
     """The runtime's words before the image (`image_words`), so more options may follow.
 
@@ -233,6 +250,8 @@ def runtime_options(
     if row.module_option and modules:
         argv.append(row.module_option.format(modules=",".join(modules)))
     argv += row.interactive if interactive else []
+    if label and row.label_option:
+        argv.append(row.label_option.format(label=label))
     argv += list(row.host)
     argv += list(row.gpu) if gpu else []
     mpi_options = list(row.mpi.get(mpi_flavor, ())) if mpi else []

@@ -397,7 +397,7 @@ def stack_checks(probe: Probe, expect: Expect, runs_here: bool = True) -> list[C
         if not runs_here and isinstance(check, RUN_HOROVOD):
             reason = (
                 f"not run: needs AVX-512 (Horovod is compiled for -march={expect.get('march')})"
-                " and this machine's CPU has none"
+                " and this machine's CPU lacks its extensions"
             )
             results.append(check.result("horovod", None, None, None, "n/a", reason, NOT_RUN))
             continue

@@ -196,6 +196,15 @@ def _python_has_horovod() -> bool:
     help="Weak-scaling efficiency below which the scaling check fails "
     "[default: the recipe's jobs.min_scaling_efficiency, else 0.6].",
 )
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=1),
+    default=1800,
+    show_default=True,
+    help="Seconds one job (one training run) may take: then it is killed with its ranks "
+    "and containers, and its check fails saying so.",
+)
 def validate_command(
     image: str | None,
     native: bool,
@@ -212,6 +221,7 @@ def validate_command(
     expect_gpu: bool,
     mpi_flavor: str,
     min_scaling_efficiency: float | None,
+    timeout_s: float,
 ) -> None:
     """Train the science workloads on IMAGE (or --native) and check the results.
 
@@ -297,6 +307,7 @@ def validate_command(
             gpu_devices=expect_gpu and host_has_gpu(),
             mpi_flavor=mpi_flavor,
             min_scaling_efficiency=min_scaling_efficiency,
+            timeout_s=timeout_s,
         )
         try:
             report = run_validation(request)

@@ -22,6 +22,7 @@ import pytest
 
 from stackbuild.build.validation_record import read_validation_record
 from stackbuild.render.pin import read_pin
+from tests.helpers import variant_params
 
 pytestmark = [pytest.mark.engine, pytest.mark.stack]
 
@@ -60,7 +61,7 @@ def in_image(image: str, *command: str, timeout: float = 600) -> subprocess.Comp
     )
 
 
-@pytest.fixture(scope="session", params=list(VARIANTS))
+@pytest.fixture(scope="session", params=variant_params(*VARIANTS))
 def built(request: pytest.FixtureRequest, cpu_stack_build: Callable[..., Any]) -> Built:
     """The variant's image, built once a session (tests/engine/conftest.py: cpu_stack_build)."""
     folder, manifest = cpu_stack_build(request.param)
@@ -170,7 +171,9 @@ def validated(built: Built) -> tuple[Built, subprocess.CompletedProcess[str]]:
     """`stackbuild validate BUILD_DIR` with the default --launcher auto: one pass per engine."""
     framework = VARIANTS[built.variant][0]
     report_dir = built.folder.parent / f"validation-{built.variant}"
-    proc = stackbuild("validate", built.folder, "--framework", framework, "--output", report_dir)
+    # --timeout: a hung job fails its check after 15 minutes instead of holding the run
+    validate = ("validate", built.folder, "--framework", framework, "--timeout", 900)
+    proc = stackbuild(*validate, "--output", report_dir)
     return built, proc
 
 

@@ -225,10 +225,13 @@ RUN echo about to fail && exit 3
     assert not docker_image_exists(spec.image_refs[0])
 
 
-def test_validation_plan_passes_in_the_docker_built_image_run_by_docker(
+def test_validation_passes_in_the_docker_built_image_run_by_docker(
     docker_built: DockerBuilt,
 ) -> None:
-    """`stackbuild validate BUILD_DIR --runtime docker`: every pass of the image's plan."""
+    """`stackbuild validate BUILD_DIR --runtime docker`: the probe and CosmoFlow on 1 and 2
+    ranks under horovodrun (MPI inside one container). Only this pass, to keep cold CI under
+    60 minutes: DDP under Docker runs in tests/engine/test_module_srun.py, and podman
+    validates the whole plan of the same recipe (test_cpu_stack.py)."""
     report_dir = docker_built.folder.parent / "validation-docker"
     started = time.monotonic()
     proc = subprocess.run(
@@ -240,6 +243,12 @@ def test_validation_plan_passes_in_the_docker_built_image_run_by_docker(
             "docker",
             "--framework",
             "pytorch",
+            "--suite",
+            "cosmoflow",
+            "--launcher",
+            "horovodrun",
+            "--timeout",
+            "900",
             "--output",
             str(report_dir),
         ],
@@ -249,19 +258,16 @@ def test_validation_plan_passes_in_the_docker_built_image_run_by_docker(
         check=False,
     )
     print(f"validate --runtime docker: {time.monotonic() - started:.0f} s")
-    reports = {p.parent.name: json.loads(p.read_text()) for p in report_dir.glob("*/report.json")}
-    assert sorted(reports) == ["horovodrun", "torchrun"], proc.stderr[-3000:]
+    report = json.loads((report_dir / "report.json").read_text())
+    ran = {c["subject"] for c in report["checks"] if c["check"] == "job-completed"}
+    assert {s for s in ran if "cosmoflow" in s} and len(ran) >= 3, ran
     failed = [
-        f"{launcher}: {c['check']} {c['subject']}: measured {c['measured']}, {c['detail']}"
-        for launcher, report in reports.items()
+        f"{c['check']} {c['subject']}: measured {c['measured']}, {c['detail']}"
         for c in report["checks"]
         if c["verdict"] == "fail"
     ]
     only_scaling = all(
-        c["category"] == "scaling"
-        for r in reports.values()
-        for c in r["checks"]
-        if c["verdict"] == "fail"
+        c["category"] == "scaling" for c in report["checks"] if c["verdict"] == "fail"
     )
     record = read_validation_record(docker_built.folder)
     assert record is not None and record.covers(docker_built.manifest)
@@ -270,8 +276,9 @@ def test_validation_plan_passes_in_the_docker_built_image_run_by_docker(
             "weak scaling below the threshold (STACKBUILD_LENIENT_SCALING=1): " + "; ".join(failed)
         )
     assert not failed, "\n".join(failed) + proc.stderr[-2000:]
-    assert proc.returncode == 0
-    assert record.passed
+    assert proc.returncode == 0 and record.passed
+    # one pass is not the publish gate's whole plan: the user files are not pinned to it
+    assert "user files not pinned" in proc.stdout, proc.stdout[-1000:]
 
 
 def test_export_publish_and_podman_validate_of_a_docker_built_image_say_why_not(

@@ -11,7 +11,7 @@ is not run here (no AVX-512) and the verdict says so.
 A cold pytorch-gpu build downloads about 2.9 GB and compiles Horovod with nvcc (10-20 minutes
 on 2 cores): with the runtime tests of issue 12 (Docker, podman-hpc, two-node Slurm) the
 default run no longer fits it into the 60-minute cold CI, so it runs when
-STACKBUILD_TEST_GPU_BUILD=1 (and the main job builds it: STACKBUILD_VARIANTS=gpu/pytorch-gpu).
+STACKBUILD_TEST_IMAGES=pytorch-gpu (the main job builds it: STACKBUILD_VARIANTS=gpu/pytorch-gpu).
 pytorch-knl always runs; tensorflow-gpu and tensorflow-knl are built by the main job only
 (README, "Tests").
 """
@@ -29,13 +29,12 @@ from typing import Any
 import pytest
 
 from stackbuild.build.validation_record import read_validation_record
+from tests.helpers import variant_params
 
 pytestmark = [pytest.mark.engine, pytest.mark.stack]
 
 STACKBUILD = str(Path(sys.executable).with_name("stackbuild"))
 VARIANTS = {"pytorch-gpu": "gpu", "pytorch-knl": "knl"}
-#: Opt-in for the pytorch-gpu build (see the module's docstring).
-GPU_BUILD = os.environ.get("STACKBUILD_TEST_GPU_BUILD") == "1"
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,7 @@ class Built:
         return str(self.manifest["refs"][0])
 
 
-def stackbuild(*args: object, timeout: float = 5400) -> subprocess.CompletedProcess[str]:
+def stackbuild(*args: object, timeout: float = 2700) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [STACKBUILD, *map(str, args)], capture_output=True, text=True, timeout=timeout
     )
@@ -72,14 +71,9 @@ def accel_out(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> Path
     return tmp_path_factory.mktemp("accel-stack")
 
 
-@pytest.fixture(scope="session", params=list(VARIANTS))
+@pytest.fixture(scope="session", params=variant_params(*VARIANTS))
 def built(request: pytest.FixtureRequest, accel_out: Path) -> Built:
     variant = request.param
-    if variant == "pytorch-gpu" and not GPU_BUILD:
-        pytest.skip(
-            "the pytorch-gpu build (10-20 min cold) is out of the default run to keep cold CI "
-            "under 60 minutes: STACKBUILD_TEST_GPU_BUILD=1 runs it"
-        )
     recipe = VARIANTS[variant]
     proc = stackbuild("build", recipe, "--variant", variant, "--output", accel_out / recipe)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -92,7 +86,16 @@ def validated(built: Built) -> tuple[Built, subprocess.CompletedProcess[str], di
     """`stackbuild validate BUILD_DIR`, CosmoFlow on 1 and 2 ranks, every engine."""
     out = built.folder.parent / f"validation-{built.variant}"
     proc = stackbuild(
-        "validate", built.folder, "--framework", "pytorch", "--suite", "cosmoflow", "-o", out
+        "validate",
+        built.folder,
+        "--framework",
+        "pytorch",
+        "--suite",
+        "cosmoflow",
+        "-o",
+        out,
+        "--timeout",
+        900,
     )
     found = {p.parent.name: json.loads(p.read_text()) for p in out.glob("*/report.json")}
     assert found, proc.stdout + proc.stderr

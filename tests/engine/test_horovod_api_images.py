@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import variant_params
 from tests.validation.test_horovod_api_native import assert_api_run
 
 pytestmark = [pytest.mark.engine, pytest.mark.stack]
@@ -28,7 +29,7 @@ IN_IMAGE = "/opt/stackbuild/validation/horovod_api"
 
 
 @pytest.mark.parametrize("controller", ["gloo", "mpi"])
-@pytest.mark.parametrize("variant", list(IMAGES))
+@pytest.mark.parametrize("variant", variant_params(*IMAGES))
 def test_horovod_api_two_ranks_in_the_image(
     cpu_stack_build: Callable[[str], tuple[Path, dict[str, Any]]], variant: str, controller: str
 ) -> None:

@@ -9,7 +9,13 @@ from typing import Any
 from stackbuild import PROJECT_ROOT
 from stackbuild.recipe import expand_matrix, load_recipe, select_variant
 from validation.checks import CheckResult
-from validation.plan import ValidationRequest, plan_jobs, stack_expectations
+from validation.plan import (
+    ValidationRequest,
+    host_cpu_flags,
+    missing_cpu_flags,
+    plan_jobs,
+    stack_expectations,
+)
 from validation.runner import report_verdict
 from validation.stack_checks import stack_checks
 
@@ -194,13 +200,41 @@ def test_knl_training_is_not_run_without_avx512_and_the_verdict_says_why(tmp_pat
         frameworks=("pytorch",),
         suites=("cosmoflow",),
         expect=shipped("knl", "pytorch-knl"),
-        host_avx512=False,
+        host_cpu_flags=frozenset({"avx2", "fma"}),
     )
     jobs = plan_jobs(request)
     assert [j.kind for j in jobs if not j.not_run] == ["probe"]
     assert all("needs AVX-512" in j.not_run for j in jobs if j.kind != "probe")
-    runs_here = ValidationRequest(**{**request.__dict__, "host_avx512": True})
+    knl = frozenset({"avx2", "avx512f", "avx512cd", "avx512er", "avx512pf"})
+    runs_here = ValidationRequest(**{**request.__dict__, "host_cpu_flags": knl})
     assert not any(j.not_run for j in plan_jobs(runs_here))
+
+
+def test_a_knl_image_does_not_run_on_a_later_avx512_xeon(tmp_path: Path) -> None:
+    """Skylake and later have AVX-512F but not Xeon Phi's ER/PF: -march=knl code may use them."""
+    skylake = frozenset({"avx2", "avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"})
+    knl = shipped("knl", "pytorch-knl")
+    assert missing_cpu_flags(knl, skylake) == ["avx512er", "avx512pf"]
+    request = ValidationRequest(
+        out_dir=tmp_path,
+        image="img",
+        frameworks=("pytorch",),
+        suites=("cosmoflow",),
+        expect=knl,
+        host_cpu_flags=skylake,
+    )
+    not_run = [j.not_run for j in plan_jobs(request) if j.kind != "probe"]
+    assert not_run and all("lacks avx512er, avx512pf" in reason for reason in not_run)
+    skx_image = {**knl, "march": "skylake-avx512"}
+    assert missing_cpu_flags(skx_image, skylake) == []
+    assert missing_cpu_flags({**knl, "avx512": False}, frozenset()) == []
+
+
+def test_cpu_flags_come_from_the_flags_line(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512er\nbugs\t: x\n")
+    assert host_cpu_flags(cpuinfo) == {"fpu", "sse2", "avx512f", "avx512er"}
+    assert host_cpu_flags(tmp_path / "absent") == frozenset()
 
 
 def test_not_run_training_makes_the_avx512_verdict(tmp_path: Path) -> None:
