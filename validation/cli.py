@@ -103,7 +103,26 @@ def _run(args: argparse.Namespace) -> int:
     else:
         from validation.train_tf import train
     train(spec)
+    exit_without_mpi_finalize()
     return 0
+
+
+def exit_without_mpi_finalize() -> None:
+    """End a rank whose Horovod runs on MPI now, without MPI_Finalize, once every rank has
+    written its result (a last barrier). MPICH 4.0's ch4:ucx finalize can deadlock: a rank
+    that has closed its UCX endpoints waits in a PMI barrier while its peer still needs it
+    to make progress to close its own (seen here: a 2-rank horovodrun job hung for good
+    after writing its results; fixed in later MPICH, pmodels/mpich#6596). mpiexec (Hydra)
+    and srun accept ranks that exit 0 without finalizing."""
+    for name in ("horovod.torch", "horovod.tensorflow"):
+        hvd = sys.modules.get(name)
+        if hvd is not None and hvd.is_initialized() and hvd.mpi_enabled() and hvd.size() > 1:
+            # Every rank first: a rank gone early gets the others killed before they write
+            # their results (seen: rank 0 lost, and the launcher still exited 0).
+            hvd.barrier()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
 
 def _probe(args: argparse.Namespace) -> int:
