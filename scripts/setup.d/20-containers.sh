@@ -52,6 +52,20 @@ CONF
   echo "setup-host: wrote $storage (driver $driver)"
 fi
 
+# --- a store that podman-hpc once opened with its mount program stays on fuse-overlayfs ---
+# c/storage records a mount program in <graphroot>/overlay/.has-mount-program, and finds
+# one again in the layers it made, and mounts with fuse-overlayfs from then on whatever
+# storage.conf says: builds ran 3-4 times slower here once podman-hpc shared podman's store
+# (it has its own now, 35-podman-hpc.sh). Only a new store undoes it: say so.
+in_use=${CONTAINERS_STORAGE_CONF:-$storage}
+graph=$(podman info --format '{{.Store.GraphRoot}}' 2>/dev/null || true)
+if [ -n "$graph" ] && [ "$(cat "$graph/overlay/.has-mount-program" 2>/dev/null)" = true ] &&
+   ! grep -Eq '^[[:space:]]*mount_program[[:space:]]*=[[:space:]]*"[^"]+"' "$in_use"; then
+  echo "setup-host: note: podman's store $graph mounts with fuse-overlayfs (a mount program" \
+    "used it once), not the kernel's overlay, and builds about 4 times slower; only a new" \
+    "store undoes that (podman system reset, which removes every image)" >&2
+fi
+
 # --- check, then make sure the base image exists (reused, or imported from the cache) ---
 podman info --format '{{.Host.OCIRuntime.Name}} {{.Store.GraphDriverName}}' >/dev/null
 if [ -x "$here/.venv/bin/python" ]; then

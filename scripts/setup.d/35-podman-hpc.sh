@@ -103,8 +103,12 @@ for mod in "$multiarch"/ucx/*.so.0; do
 done
 
 # --- site configuration and modules.d, rendered from scripts/podman-hpc/ ----------------
-graph_root=$(podman info --format '{{.Store.GraphRoot}}')
-run_root=$(podman info --format '{{.Store.RunRoot}}')
+# podman-hpc's own store, not podman's: it mounts with fuse-overlayfs (its mount_program),
+# and a store opened so once stays so for every podman call (20-containers.sh). `stackbuild
+# export --to podman-hpc` copies an image from podman's store into this one, then migrates.
+graph_root=${STACKBUILD_PODMAN_HPC_GRAPH_ROOT:-/var/lib/podman-hpc/storage}
+run_root=${STACKBUILD_PODMAN_HPC_RUN_ROOT:-/run/podman-hpc}
+mkdir -p "$graph_root" "$run_root"
 render() {
   sed -e "s|@PREFIX@|$prefix|g" -e "s|@GRAPH_ROOT@|$graph_root|g" -e "s|@RUN_ROOT@|$run_root|g" \
       -e "s|@SITE_MPICH@|$site_mpich|g" \
@@ -138,6 +142,9 @@ install_if_changed "$tmp/podman-hpc" "$bin" 0755
 podman-hpc infohpc >/dev/null
 base=localhost/stackbuild/base:bookworm-minbase
 if podman image exists "$base"; then
+  if ! podman-hpc image exists "$base"; then
+    podman save --format docker-archive "$base" | podman-hpc load >/dev/null
+  fi
   # SLURM_LOCALID: outside Slurm, podman-hpc's shared-run cannot report its task id.
   SLURM_LOCALID=0 podman-hpc run --rm --mpi "$base" sh -c \
     "test -f /opt/udiImage/modules/mpich/$(basename "$mpich_real") && grep -q udiImage /etc/ld.so.conf.d/02-mpich.conf" || {

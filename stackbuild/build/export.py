@@ -7,12 +7,13 @@ import json
 import os
 import shlex
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from stackbuild.build.images import inspect_image
+from stackbuild.build.images import LocalImage, inspect_image
 from stackbuild.errors import StackbuildError, ToolError
 from stackbuild.tools import run_tool
 
@@ -162,12 +163,50 @@ def migrated_squashfs(store: Path, image_id: str) -> Path | None:
     return squashfs if squashfs.is_file() and squashfs.stat().st_size > 0 else None
 
 
+def copy_into_podman_hpc(local: LocalImage, squash_dir: Path) -> None:
+    """Put a podman image into podman-hpc's own store (its graph_root), names and all, unless
+    it is there or migrated already.
+
+    podman-hpc keeps a store of its own, as at NERSC: it mounts with fuse-overlayfs (its
+    mount_program), and a store opened once with a mount program stays on it for every
+    later podman call too (c/storage's `.has-mount-program`), which made every podman build
+    here 3 times slower when podman-hpc shared podman's store.
+    """
+    exists = run_tool(
+        [PODMAN_HPC, "--squash-dir", squash_dir, "image", "exists", local.id], check=False
+    )
+    if exists.ok:
+        return
+    # docker-archive keeps every name of the image (-m: several), and its config: same id.
+    names = list(local.names) or [local.id]
+    save = ["podman", "save", "--format", "docker-archive", *(["-m"] if len(names) > 1 else [])]
+    with subprocess.Popen([*save, *names], stdout=subprocess.PIPE) as saving:
+        loading = subprocess.run(
+            [PODMAN_HPC, "--squash-dir", str(squash_dir), "load"],
+            stdin=saving.stdout,
+            capture_output=True,
+            text=True,
+            timeout=3600,
+            check=False,
+        )
+        saved = saving.wait()
+    if saved != 0 or loading.returncode != 0:
+        raise ToolError(
+            f"could not copy {local.id[:12]} from podman's store into podman-hpc's "
+            f"(podman save exit {saved}, podman-hpc load exit {loading.returncode}): "
+            f"{loading.stderr.strip()[-800:]}",
+            hint=f"check `podman-hpc infohpc` (its graph_root) and the free disk space there; "
+            f"{PODMAN_HPC_HINT}",
+        )
+
+
 def migrate_podman_hpc(image: str, squash_dir: Path | None = None) -> MigratedImage:
     """`podman-hpc migrate IMAGE`: squash it into podman-hpc's store; say where it went."""
     if shutil.which(PODMAN_HPC) is None:
         raise ToolError(f"{PODMAN_HPC} is not installed here (not on PATH)", hint=PODMAN_HPC_HINT)
     local = inspect_image(image)
     store = podman_hpc_squash_dir(squash_dir)
+    copy_into_podman_hpc(local, store)
     # Passed explicitly, so that what we report is where podman-hpc wrote.
     result = run_tool(
         [PODMAN_HPC, "--squash-dir", store, "migrate", image], check=False, timeout=3600
@@ -180,8 +219,8 @@ def migrate_podman_hpc(image: str, squash_dir: Path | None = None) -> MigratedIm
         raise ToolError(
             f"`podman-hpc migrate {image}` left no squashfs of {local.id[:12]} in {store} "
             f"(exit {result.returncode}):\n{detail}",
-            hint="podman-hpc must see the image in its graph_root (`podman-hpc infohpc`; this "
-            "machine's site config points it at podman's store) and have a static mksquashfs "
-            f"(mksquashfs_bin); {PODMAN_HPC_HINT}",
+            hint="podman-hpc must see the image in its graph_root (`podman-hpc infohpc`: "
+            "stackbuild copies it there from podman's store first) and have a static "
+            f"mksquashfs (mksquashfs_bin); {PODMAN_HPC_HINT}",
         )
     return MigratedImage(image_id=local.id, store=store, squashfs=squashfs)
