@@ -223,7 +223,7 @@ def runtime_options(
     image: str,
     *,
     gpu: bool = False,
-    mpi: bool = False,
+    mpi: bool | None = False,
     mounts: Sequence[tuple[str, str]] = (),
     env: Mapping[str, str] | None = None,
     pass_env: Sequence[str] = (),
@@ -236,6 +236,8 @@ def runtime_options(
 ) -> list[str]:
     """The runtime's words before the image (`image_words`), so more options may follow.
 
+    mpi: True, the row's MPI options; False, its host options for a process without them;
+    None, neither (the caller adds one or the other: the wrappers decide under srun).
     env: variables set to values; pass_env: host variables passed by name (ignored where the
     host environment passes in). Variables a runtime cannot set (Shifter) are the caller's
     to put on the host side (`host_env`). site_modules: the recipe's Shifter modules.
@@ -254,8 +256,9 @@ def runtime_options(
         argv.append(row.label_option.format(label=label))
     argv += list(row.host)
     argv += list(row.gpu) if gpu else []
-    mpi_options = list(row.mpi.get(mpi_flavor, ())) if mpi else []
-    argv += mpi_options or list(row.host_without_mpi)
+    if mpi is not None:
+        mpi_options = list(row.mpi.get(mpi_flavor, ())) if mpi else []
+        argv += mpi_options or list(row.host_without_mpi)
     if preserve_fds and row.preserve_fds:
         argv.append(row.preserve_fds.format(count=preserve_fds))
     if workdir and row.workdir:

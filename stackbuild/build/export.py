@@ -181,20 +181,25 @@ def copy_into_podman_hpc(local: LocalImage, squash_dir: Path) -> None:
     names = list(local.names) or [local.id]
     save = ["podman", "save", "--format", "docker-archive", *(["-m"] if len(names) > 1 else [])]
     with subprocess.Popen([*save, *names], stdout=subprocess.PIPE) as saving:
-        loading = subprocess.run(
+        assert saving.stdout is not None
+        with subprocess.Popen(
             [PODMAN_HPC, "--squash-dir", str(squash_dir), "load"],
             stdin=saving.stdout,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=3600,
-            check=False,
-        )
+        ) as loading:
+            # Only the loader holds the pipe now: if it stops, the save gets SIGPIPE.
+            saving.stdout.close()
+            _, error = loading.communicate(timeout=3600)
+        if loading.returncode != 0:
+            saving.kill()
         saved = saving.wait()
     if saved != 0 or loading.returncode != 0:
         raise ToolError(
             f"could not copy {local.id[:12]} from podman's store into podman-hpc's "
             f"(podman save exit {saved}, podman-hpc load exit {loading.returncode}): "
-            f"{loading.stderr.strip()[-800:]}",
+            f"{error.strip()[-800:]}",
             hint=f"check `podman-hpc infohpc` (its graph_root) and the free disk space there; "
             f"{PODMAN_HPC_HINT}",
         )

@@ -79,6 +79,7 @@ def run_image_context(
         workdir=PWD,
         interactive=True,
         site_modules=site_modules,
+        mpi=None,  # run-image.sh.j2 adds the MPI options under srun, else the host ones
     )
     patterns = "|".join(PASS_ENV_PATTERNS)
     if not re.fullmatch(r"[A-Za-z0-9_*|]+", patterns):  # printed unquoted: globs

@@ -27,7 +27,8 @@ from typing import Any
 import pytest
 
 from stackbuild import PROJECT_ROOT
-from stackbuild.build.export import migrated_squashfs
+from stackbuild.build.export import copy_into_podman_hpc, migrated_squashfs, podman_hpc_squash_dir
+from stackbuild.build.images import inspect_image
 
 pytestmark = [pytest.mark.engine, pytest.mark.stack, pytest.mark.tools]
 
@@ -71,7 +72,7 @@ def _unusable() -> str:
     if shutil.which("podman-hpc") is None:
         return "podman-hpc not installed: run scripts/setup-host.sh (setup.d/35-podman-hpc.sh)"
     if os.geteuid() != 0:
-        return "podman-hpc's site config here uses root's podman store: run as root"
+        return "podman-hpc's site config here uses root's stores: run as root"
     return ""
 
 
@@ -97,9 +98,13 @@ def pytorch_cpu(
         pytest.skip(_unusable())
     given = os.environ.get("STACKBUILD_TEST_PYTORCH_CPU")
     if given:
-        return None, given
-    folder, manifest = cpu_stack_build("pytorch-cpu")
-    return folder, str(manifest["image_id"]).removeprefix("sha256:")
+        folder, image = None, given
+    else:
+        built, manifest = cpu_stack_build("pytorch-cpu")
+        folder, image = built, str(manifest["image_id"]).removeprefix("sha256:")
+    # podman-hpc has a store of its own: the image goes in as `export --to podman-hpc` puts it
+    copy_into_podman_hpc(inspect_image(image), podman_hpc_squash_dir())
+    return folder, image
 
 
 def site_libmpich() -> Path:
@@ -192,21 +197,24 @@ def test_export_to_podman_hpc_migrates_a_squashfs_that_runs_without_the_local_im
 
 
 @needs_podman_hpc
-def test_export_to_podman_hpc_names_the_fix_when_migrate_cannot_see_the_image(
+def test_export_to_podman_hpc_names_the_fix_when_the_image_cannot_reach_its_store(
     base_image: str, tmp_path: Path, empty_primary_store: dict[str, str]
 ) -> None:
     args = [STACKBUILD, "export", base_image, "--to", "podman-hpc", "--squash-dir", tmp_path / "sq"]
-    # podman-hpc looks in an empty store: its migrate prints "not found" and exits 0.
+    # podman-hpc's graph_root cannot be written: the copy from podman's store fails, saying so.
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("")
+    unwritable = {**empty_primary_store, "PODMANHPC_GRAPH_ROOT": str(blocked / "storage")}
     unseen = subprocess.run(
         args,
         capture_output=True,
         text=True,
-        env={**os.environ, **empty_primary_store},
+        env={**os.environ, **unwritable},
         timeout=600,
         check=False,
     )
     assert unseen.returncode == 1, unseen.stdout + unseen.stderr
-    assert "left no squashfs" in unseen.stderr and "graph_root" in unseen.stderr
+    assert "could not copy" in unseen.stderr and "podman-hpc infohpc" in unseen.stderr
     assert "Traceback" not in unseen.stderr
     missing = subprocess.run(
         args,

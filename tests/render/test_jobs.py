@@ -151,6 +151,11 @@ def test_each_runtime_starts_the_image_python_under_srun() -> None:
     assert "#SBATCH --image=docker:localhost/stackbuild/pytorch:2.13-cpu" in scripts["shifter"]
     assert 'run=(shifter --image=docker:"${image#docker:}" --module=mpich' in scripts["shifter"]
     assert "  run+=(--mpi)\n" in scripts["podman-hpc"]
+    # --mpi brings --network=host itself, and podman refuses a second one ("cannot set
+    # multiple networks"): host networking only for processes outside srun.
+    base = next(line for line in scripts["podman-hpc"].splitlines() if line.startswith("run=("))
+    assert "--network" not in base, base
+    assert "else\n  run+=(--network=host)\n" in scripts["podman-hpc"]
     assert "run=(apptainer exec --pwd=" in scripts["apptainer"]
     assert "run+=(--preserve-fds=1)" in scripts["podman"]
     assert "--preserve-fds" not in scripts["docker"]  # dockerd's child: Gloo, not PMI
