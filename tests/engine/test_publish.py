@@ -20,6 +20,7 @@ from stackbuild.build.publish import (
     resolve_source,
 )
 from stackbuild.errors import ToolError
+from stackbuild.render.pin import immutable_tag
 from tests.engine.engine_helpers import TinyBuild, free_port
 
 MANIFEST = {
@@ -96,7 +97,10 @@ def test_every_tag_is_pushed_and_pulls_back_by_digest(
 ) -> None:
     folder = validated(tiny_build, tmp_path)
     pushed = publish(resolve_source(str(folder)), f"{registry}/hpc", tls_verify=False)
-    assert [p.ref.rsplit(":", 1)[1] for p in pushed] == ["tiny", "tiny-extra"]
+    image_id = json.loads((folder / "manifest.json").read_text())["image_id"]
+    # the recipe's tags, then the immutable one the user files are pinned to (render/pin.py)
+    tags = ["tiny", "tiny-extra", immutable_tag("tiny", image_id)]
+    assert [p.ref.rsplit(":", 1)[1] for p in pushed] == tags
     assert all(p.digest.startswith("sha256:") for p in pushed)
     record = json.loads((folder / "published.json").read_text())
     assert [t["pinned"] for t in record["tags"]] == [p.pinned for p in pushed]
