@@ -12,7 +12,7 @@ from pathlib import Path
 from validation.config import FRAMEWORKS, SIZES, SUITES
 from validation.device import DEVICES
 from validation.launch import LAUNCHERS, RUNTIMES
-from validation.launch_env import COMM_PRIORITIES
+from validation.launch_env import COMM_PRIORITIES, horovod_on_mpi
 from validation.plan import DEFAULT_MIN_SCALING_EFFICIENCY, ValidationRequest
 from validation.report import failure_lines, summary_line, write_html, write_json
 from validation.runner import evaluate_recorded
@@ -116,7 +116,7 @@ def exit_without_mpi_finalize() -> None:
     and srun accept ranks that exit 0 without finalizing."""
     for name in ("horovod.torch", "horovod.tensorflow"):
         hvd = sys.modules.get(name)
-        if hvd is not None and hvd.is_initialized() and hvd.mpi_enabled() and hvd.size() > 1:
+        if hvd is not None and horovod_on_mpi(hvd):
             # Every rank first: a rank gone early gets the others killed before they write
             # their results (seen: rank 0 lost, and the launcher still exited 0).
             hvd.barrier()

@@ -7,6 +7,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 # (rank, world size, local rank, local world size) variables, in order of preference.
 _LAUNCHER_VARS = (
@@ -250,3 +251,9 @@ def export_rendezvous(info: RankInfo, env: dict[str, str] | None = None) -> None
         env.setdefault("MASTER_PORT", str(slurm_master_port(env) or DEFAULT_MASTER_PORT))
     env.setdefault("MASTER_ADDR", "127.0.0.1")
     env.setdefault("MASTER_PORT", str(DEFAULT_MASTER_PORT))
+
+
+def horovod_on_mpi(hvd: Any) -> bool:
+    """Whether this rank's Horovod (horovod.torch or horovod.tensorflow) runs on MPI with
+    peers: such a rank ends without MPI_Finalize (validation.cli.exit_without_mpi_finalize)."""
+    return bool(hvd.is_initialized() and hvd.mpi_enabled() and hvd.size() > 1)

@@ -10,7 +10,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from validation.launch_env import RankInfo, export_rendezvous, idle_priority_threads, rank_info
+from validation.launch_env import (
+    RankInfo,
+    export_rendezvous,
+    horovod_on_mpi,
+    idle_priority_threads,
+    rank_info,
+)
 
 
 def backend_for(device: torch.device) -> str:
@@ -158,14 +164,8 @@ class TorchSync:
         if dist.is_available() and dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
-        if self.mode == "horovod" and not mpi_finalize_skipped(self.hvd):
+        if self.mode == "horovod" and not horovod_on_mpi(self.hvd):
             self.hvd.shutdown()
-
-
-def mpi_finalize_skipped(hvd: Any) -> bool:
-    """Whether this rank's Horovod runs on MPI with peers: validation.cli then ends the
-    process without MPI_Finalize (exit_without_mpi_finalize), so no shutdown here."""
-    return bool(hvd.is_initialized() and hvd.mpi_enabled() and hvd.size() > 1)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
