@@ -1,4 +1,4 @@
-"""Build step: a wheel carries copies of recipes/, templates/ and validation/.
+"""Build step: a wheel carries copies of recipes/, templates/, validation/ and examples/.
 
 They land in stackbuild/_shipped/, where stackbuild/resources.py finds them when stackbuild
 runs from an installed wheel; everything else about the package is in pyproject.toml.
@@ -14,7 +14,7 @@ from setuptools.command.build_py import build_py
 
 SOURCE = Path(__file__).resolve().parent
 #: Must match stackbuild.resources.SHIPPED_FOLDERS (tests/test_wheel.py checks the wheel).
-SHIPPED_FOLDERS = ("recipes", "templates", "validation")
+SHIPPED_FOLDERS = ("recipes", "templates", "validation", "examples")
 
 
 class BuildWithShippedFolders(build_py):

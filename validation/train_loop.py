@@ -181,6 +181,10 @@ class StepRecord:
     step_seconds: list[float]
 
 
+#: A per-epoch callback of `run_training` (see `run_steps`).
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
 def run_steps(
     spec: RunSpec,
     engine: Engine,
@@ -188,8 +192,13 @@ def run_steps(
     schedule: Schedule,
     data: tuple[np.ndarray, np.ndarray | None],
     progress: Progress,
+    on_epoch: EpochCallback | None = None,
 ) -> StepRecord:
-    """Train `schedule.total` steps over this rank's shard, epoch by epoch."""
+    """Train `schedule.total` steps over this rank's shard, epoch by epoch.
+
+    on_epoch: called on every rank after each epoch with {"epoch", "epochs", "steps",
+    "loss", "rank", "world_size"} (the notebooks print and plot with it).
+    """
     x, y = data
     local_batch = schedule.config.global_batch // engine.world
     positions = np.arange(len(x))
@@ -217,10 +226,23 @@ def run_steps(
             losses.append(values["loss"])
             progress.step(epoch, schedule.epochs, record.steps, schedule.total, values["loss"])
         record.epoch_loss.append(float(np.mean(losses)) if losses else float("nan"))
+        if on_epoch is not None and losses:
+            on_epoch(
+                {
+                    "epoch": epoch + 1,
+                    "epochs": schedule.epochs,
+                    "steps": record.steps,
+                    "loss": record.epoch_loss[-1],
+                    "rank": engine.rank,
+                    "world_size": engine.world,
+                }
+            )
     return record
 
 
-def run_training(spec: RunSpec, start: Callable[[RunSpec], Engine]) -> dict[str, Any]:
+def run_training(
+    spec: RunSpec, start: Callable[[RunSpec], Engine], on_epoch: EpochCallback | None = None
+) -> dict[str, Any]:
     """Start the ranks with `start`, train, evaluate on rank 0, write this rank's result."""
     started = time.time()
     engine = start(spec)
@@ -254,7 +276,7 @@ def run_training(spec: RunSpec, start: Callable[[RunSpec], Engine]) -> dict[str,
             workload.untrained = workload.summary(val_x)
     engine.seed_steps(spec.seed + 7919 * rank)
 
-    record = run_steps(spec, engine, workload, schedule, (x, y), progress)
+    record = run_steps(spec, engine, workload, schedule, (x, y), progress, on_epoch)
 
     metrics: dict[str, Any] = {}
     if rank == 0 and val_x is not None:

@@ -27,7 +27,7 @@ from validation.metrics import (
     spectrum_chi2,
 )
 from validation.spec import RunSpec
-from validation.train_loop import run_training
+from validation.train_loop import EpochCallback, run_training
 
 # torch.optim.Adam's default (Keras' is 1e-7), so both frameworks run the same CosmoFlow recipe.
 TORCH_ADAM_EPSILON = 1e-8
@@ -292,6 +292,9 @@ class KerasEngine:
         return None
 
 
-def train(spec: RunSpec) -> dict[str, Any]:
-    """Run one TensorFlow training job on this rank and write its result file; returns it."""
-    return run_training(spec, KerasEngine)
+def train(spec: RunSpec, on_epoch: EpochCallback | None = None) -> dict[str, Any]:
+    """Run one TensorFlow training job on this rank and write its result file; returns it.
+
+    on_epoch: called after every epoch (`train_loop.run_steps`).
+    """
+    return run_training(spec, KerasEngine, on_epoch)

@@ -25,7 +25,7 @@ from validation.metrics import (
 )
 from validation.spec import RunSpec
 from validation.torch_dist import TorchSync, unwrap
-from validation.train_loop import run_training
+from validation.train_loop import EpochCallback, run_training
 
 EVAL_BATCH = 16
 
@@ -284,6 +284,9 @@ class TorchEngine:
         self.sync_engine.close()
 
 
-def train(spec: RunSpec) -> dict[str, Any]:
-    """Run one PyTorch training job on this rank and write its result file; returns it."""
-    return run_training(spec, TorchEngine)
+def train(spec: RunSpec, on_epoch: EpochCallback | None = None) -> dict[str, Any]:
+    """Run one PyTorch training job on this rank and write its result file; returns it.
+
+    on_epoch: called after every epoch (`train_loop.run_steps`).
+    """
+    return run_training(spec, TorchEngine, on_epoch)

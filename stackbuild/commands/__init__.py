@@ -6,6 +6,7 @@ import click
 
 from stackbuild.commands.build import BUILD_COMMANDS
 from stackbuild.commands.kernels import kernels_command
+from stackbuild.commands.notebooks import notebooks_command
 from stackbuild.commands.recipes import lint_command, list_command, render_command, show_command
 from stackbuild.commands.validate import validate_command
 
@@ -17,4 +18,5 @@ ALL_COMMANDS: list[click.Command] = [
     *BUILD_COMMANDS,
     validate_command,
     kernels_command,
+    notebooks_command,
 ]

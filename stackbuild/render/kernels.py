@@ -40,6 +40,8 @@ BOOTSTRAP = (
     "os.environ['JPY_PARENT_PID'] = os.environ.pop('STACKBUILD_KERNEL_PARENT', ''); "
     "from ipykernel import kernelapp; kernelapp.launch_new_instance()"
 )
+#: The module's command that submits IPyParallel engines (templates/wrappers/ipengines.sh.j2).
+ENGINES_COMMAND = "ipengines"
 #: Wrapped commands that run the image's Python, in order of preference.
 PYTHON_COMMANDS = ("python", "python3")
 
@@ -78,7 +80,8 @@ def kernel_spec(variant: Variant, variant_dir: str = VARIANT_DIR) -> dict[str, o
         "display_name": f"{variant.module_name}/{variant.module_version}",
         "language": "python",
         "interrupt_mode": "signal",
-        "env": dict(BuildContext(variant).job_environment),
+        "env": dict(BuildContext(variant).job_environment)
+        | {"STACKBUILD_MODULE": f"{variant.module_name}/{variant.module_version}"},
         "metadata": {
             "stackbuild": {
                 "module": f"{variant.module_name}/{variant.module_version}",

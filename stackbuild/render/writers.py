@@ -23,7 +23,13 @@ from stackbuild.errors import TemplateError
 from stackbuild.recipe.matrix import Variant
 from stackbuild.render.context import STACKBUILD_DIR, SYSTEM_PATH, VENV, BuildContext
 from stackbuild.render.environment import render_template
-from stackbuild.render.kernels import kernel_name, kernel_spec, logo_png
+from stackbuild.render.kernels import (
+    ENGINES_COMMAND,
+    kernel_name,
+    kernel_spec,
+    logo_png,
+    python_wrapper,
+)
 from stackbuild.render.runscript import REPORT_DIR, run_image_context
 from stackbuild.render.spython_adapter import parse_containerfile_text, write_definition
 from validation.launch import SRUN_MPI_PLUGINS
@@ -420,6 +426,9 @@ def help_text(variant: Variant) -> str:
             f"Jupyter:   kernel {kernel_name(variant)} (runs this image's Python); install it",
             "  for yourself: stackbuild kernels install DIR --user   (DIR: these rendered files)",
             "  or for a site: stackbuild kernels install DIR --prefix /path/to/jupyter/prefix",
+            f"  IPyParallel engines on compute nodes, from the notebook's directory: "
+            f"{ENGINES_COMMAND} -n 2",
+            "  (the notebook starts the controller: validation.notebook.start_engines)",
         ]
     if s.modules.help:
         lines += ["", s.modules.help.strip()]
@@ -446,6 +455,15 @@ def write_modules(variant: Variant, env: jinja2.Environment) -> list[RenderedFil
             _text(
                 f"wrappers/{name}/{version}/bin/{command}",
                 render_template(env, "wrappers/wrapper.sh.j2", context | {"command": command}),
+                executable=True,
+            )
+        )
+    if variant.settings.jupyter.kernel:
+        python_wrapper(variant)  # the engines run the image's Python through it
+        files.append(
+            _text(
+                f"wrappers/{name}/{version}/bin/{ENGINES_COMMAND}",
+                render_template(env, "wrappers/ipengines.sh.j2", context),
                 executable=True,
             )
         )
