@@ -3,7 +3,9 @@
 # every shipped recipe with the real linters; build the CPU stack's images (Horovod compiled
 # from source with the recipe's patches, in a builder stage); validate each image by training
 # the science workloads in it on 1 and 2 ranks (PyTorch: DDP under torchrun and Horovod under
-# horovodrun; TensorFlow: Horovod); export it for Shifter/podman-hpc (squashfs).
+# horovodrun; TensorFlow: Horovod); run the example notebooks in it (its Jupyter kernel, with
+# IPyParallel engines started by Slurm: `stackbuild notebooks`); export it for
+# Shifter/podman-hpc (squashfs).
 # Exits non-zero if any build or validation fails; reports are under $STACKBUILD_OUT.
 #   STACKBUILD_VARIANTS  variants to build, RECIPE/VARIANT or VARIANT (of recipes/cpu.yaml),
 #                        e.g. "pytorch-cpu gpu/pytorch-gpu knl/tensorflow-knl"
@@ -41,6 +43,14 @@ for item in $variants; do
   # --launcher auto: PyTorch DDP under torchrun and Horovod under horovodrun, one report each.
   echo "== validate $variant (1 and 2 ranks, every engine)"
   if $sb validate "$dir" --framework "$framework" --output "$out/validation/$variant"; then
+    if [ -d "$dir/kernels" ]; then
+      echo "== notebooks in $variant (its kernel; 2 IPyParallel engines started by Slurm)"
+      if ! $sb notebooks "$dir"; then
+        echo "== $variant FAILED its notebooks: not exported (see $dir/notebooks/report.html)" >&2
+        status=1
+        continue
+      fi
+    fi
     echo "== export $variant for Shifter / podman-hpc"
     $sb export "$dir" --to squashfs --output "$out/$recipe/$variant.sqsh" --force
   else
@@ -48,5 +58,5 @@ for item in $variants; do
     status=1
   fi
 done
-echo "== reports: $out/validation/*/*/report.html; records: $out/*/*/validation.json"
+echo "== reports: $out/validation/*/*/report.html, $out/*/*/notebooks/report.html; records: $out/*/*/validation.json"
 exit $status

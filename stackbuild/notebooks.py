@@ -227,8 +227,7 @@ def _kernel_spec(build_dir: Path, prefix: Path) -> tuple[str, Path]:
     specs = find_specs(build_dir)
     target = install_spec(specs[0], prefix / "share" / "jupyter" / "kernels")
     spec = json.loads((target / "kernel.json").read_text(encoding="utf-8"))
-    wrapper = build_dir / spec["metadata"]["stackbuild"]["wrapper"]
-    return target.name, wrapper.parent
+    return target.name, (build_dir / spec["metadata"]["stackbuild"]["wrapper"]).parent
 
 
 def _submit(
@@ -345,8 +344,13 @@ def run_notebooks(
     timeout_s: float = 900,
     sbatch_args: tuple[str, ...] = (),
     names: tuple[str, ...] = NOTEBOOKS,
+    controller_address: str | None = None,
 ) -> dict[str, Any]:
-    """Run `names` against the build's image; the report (also in BUILD_DIR/notebooks/)."""
+    """Run `names` against the build's image; the report (also in BUILD_DIR/notebooks/).
+
+    controller_address: where engines on other nodes reach the kernel's controller (default:
+    this host's name, as ipyparallel does).
+    """
     manifest_file = build_dir / "manifest.json"
     try:
         manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
@@ -362,6 +366,18 @@ def run_notebooks(
                 f"{tool} is not on PATH: the notebooks' engines are a Slurm job",
                 hint="run this on a Slurm login node (here: scripts/setup-host.sh starts one)",
             )
+    from stackbuild.commands.kernels import find_specs
+
+    spec = json.loads(find_specs(build_dir)[0].read_text(encoding="utf-8"))
+    runtime = spec.get("metadata", {}).get("stackbuild", {}).get("runtime")
+    if manifest.get("engine") == "docker" and runtime != "docker":
+        raise StackbuildError(
+            f"{build_dir} was built with Docker, and its module runs images with {runtime}, "
+            "which cannot see Docker's images: the kernel and the engines run through the "
+            "module's wrapper",
+            hint="run the notebooks in the variant built with podman (stackbuild build cpu "
+            "--variant ...), or render the module for Docker (stackbuild render --runtime docker)",
+        )
     out = build_dir / NOTEBOOK_DIR
     shutil.rmtree(out, ignore_errors=True)  # results of an earlier image must not remain
     out.mkdir(parents=True)
@@ -375,6 +391,8 @@ def run_notebooks(
         "STACKBUILD_ENGINES": str(engines),
         "STACKBUILD_ENGINE_TIMEOUT": str(int(timeout_s)),
     }
+    if controller_address:
+        env["STACKBUILD_IPP_LOCATION"] = controller_address
     results = [
         run_notebook(
             name, out, (kernel_name, bindir, prefix), env, engines, timeout_s, [*sbatch_args]

@@ -61,6 +61,7 @@ def start_engines(
 ) -> tuple[Any, Any]:
     """Start the controller here and wait for `n` engines; returns (cluster, client).
 
+    STACKBUILD_IPP_LOCATION: the address engines on other nodes reach this node at.
     Stale connection files of an earlier controller are removed first, so that engines
     started from now on cannot connect to a controller that is gone. If fewer than `n`
     engines register within `timeout` seconds, the ones that did are shut down, the
@@ -78,6 +79,9 @@ def start_engines(
         cluster_id=cluster_id,
         n=0,
         controller_ip="*",  # engines on other nodes connect too
+        # The address they reach this node at; default its hostname (which may resolve to
+        # loopback: then only engines on this node can connect).
+        controller_location=os.environ.get("STACKBUILD_IPP_LOCATION", ""),
         # stop_engines stops it; an atexit stop in the kernel kept a shut-down kernel alive
         shutdown_atexit=False,
         log_level=30,

@@ -33,12 +33,17 @@ from stackbuild.notebooks import NOTEBOOK_DIR, NOTEBOOKS, run_notebooks
     multiple=True,
     help="Passed to sbatch for the engines job (repeatable), e.g. --sbatch-arg=--partition=debug.",
 )
+@click.option(
+    "--controller-address",
+    help="The address engines on compute nodes reach this node at [default: its hostname].",
+)
 def notebooks_command(
     build_dir: Path,
     engines: int,
     names: tuple[str, ...],
     timeout_s: float,
     sbatch_args: tuple[str, ...],
+    controller_address: str | None,
 ) -> None:
     """Run the example notebooks headless in BUILD_DIR's image, with Slurm's engines.
 
@@ -51,7 +56,9 @@ def notebooks_command(
     from stackbuild.commands.validate import _manifest_digest
     from validation.record import build_record, write_record
 
-    report = run_notebooks(build_dir, engines, timeout_s, sbatch_args, names or NOTEBOOKS)
+    report = run_notebooks(
+        build_dir, engines, timeout_s, sbatch_args, names or NOTEBOOKS, controller_address
+    )
     out = build_dir / NOTEBOOK_DIR
     digest, record_path = _manifest_digest(build_dir)
     record = write_record(build_record(report, digest, out), record_path)

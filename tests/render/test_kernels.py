@@ -60,7 +60,8 @@ def test_every_shipped_variant_has_a_kernel_through_its_python_wrapper(variant: 
     assert specs[0].count("/") == 2
     assert spec["display_name"] == f"{name}/{version}"
     assert spec["language"] == "python"
-    env = expected_env(variant)
+    # The module's name tells a notebook what to `module load` for its engines.
+    env = expected_env(variant) | {"STACKBUILD_MODULE": f"{name}/{version}"}
     if "mpi" in variant.settings.horovod.controllers and variant.settings.cuda is None:
         assert spec["env"] == env
     else:  # GPU variants may also fix Horovod's hierarchical all-reduce
@@ -68,6 +69,9 @@ def test_every_shipped_variant_has_a_kernel_through_its_python_wrapper(variant: 
         assert set(spec["env"]) - set(env) <= {"HOROVOD_HIERARCHICAL_ALLREDUCE"}
     assert spec["metadata"]["stackbuild"]["wrapper"] == wrapper
     assert "stackbuild kernels install" in help_text(variant)
+    # Beside the python wrapper: the command that submits IPyParallel engines in the image.
+    assert files[f"wrappers/{name}/{version}/bin/ipengines"].executable
+    assert "ipengines -n 2" in help_text(variant)
 
 
 def test_knl_variants_fix_threads_in_the_kernel():
@@ -106,8 +110,9 @@ def test_kernel_off_drops_layer_spec_and_help(tmp_path: Path):
     shutil.copytree(PROJECT_ROOT / "recipes/patches", tmp_path / "patches")  # the recipe names them
     path.write_text(recipe.replace("\ndefaults:\n", "\ndefaults:\n  jupyter: {kernel: false}\n"))
     variant = select_variant(expand_matrix(load_recipe(path)), "pytorch-cpu")
-    files = files_of(variant, ["containerfile", "kernels"])
+    files = files_of(variant, ["containerfile", "kernels", "modules"])
     assert not [p for p in files if p.startswith("kernels/")]
+    assert not [p for p in files if p.endswith("/ipengines")]
     assert "ipykernel" not in files["Containerfile"].content.decode()
     assert "kernels install" not in help_text(variant)
 
