@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
@@ -358,3 +360,95 @@ def docker_containerfile(text: str, mounts: str) -> str:
 def _scratch() -> str:
     """A disk-backed temp directory for snapshots (hundreds of MB)."""
     return "/var/tmp" if Path("/var/tmp").is_dir() else tempfile.gettempdir()
+
+
+def relabel_docker_image(image_id: str, labels: dict[str, str]) -> str:
+    """A new image in Docker's store with image_id's layers and these labels added; its id.
+
+    A `FROM image_id` + LABEL build: metadata only, no new layer, no network.
+    """
+    import docker
+
+    lines = [
+        f"FROM {image_id}",
+        *(f"LABEL {json.dumps(k)}={json.dumps(v)}" for k, v in labels.items()),
+    ]
+    try:
+        image, _logs = docker_client().images.build(
+            fileobj=io.BytesIO(("\n".join(lines) + "\n").encode()), pull=False, rm=True
+        )
+    except docker.errors.DockerException as exc:
+        raise ToolError(f"docker could not relabel {image_id[:12]}: {exc}") from exc
+    return str(image.id).removeprefix("sha256:")
+
+
+def push_docker_image(
+    image_id: str,
+    dest: str,
+    *,
+    permanent: re.Pattern[str],
+    attempts: int,
+    backoff_s: float,
+    say: Callable[[str], None],
+) -> str:
+    """Push image_id as dest through dockerd; the manifest digest the registry stored.
+
+    dockerd decides TLS itself (its insecure-registries; loopback registries are insecure by
+    default). The push needs dest as a local tag, which is removed again afterwards.
+    """
+    import docker
+
+    client = docker_client()
+    repository, _, tag = dest.rpartition(":")
+    client.images.get(image_id).tag(repository, tag)
+    error = ""
+    attempt = 0
+    try:
+        for attempt in range(1, max(1, attempts) + 1):
+            digest, error = "", ""
+            try:
+                for event in client.api.push(repository, tag=tag, stream=True, decode=True):
+                    if event.get("error"):
+                        error = str(event["error"])
+                    digest = str((event.get("aux") or {}).get("Digest") or digest)
+            except docker.errors.DockerException as exc:
+                error = str(exc)
+            if digest and not error:
+                return digest
+            error = error or "the push ended without a digest"
+            if permanent.search(error):
+                break
+            if attempt < attempts:
+                delay = backoff_s * 2 ** (attempt - 1)
+                say(f"push to {dest} failed (try {attempt}/{attempts}); retrying in {delay:g} s")
+                time.sleep(delay)
+    finally:
+        with contextlib.suppress(docker.errors.DockerException):
+            client.images.remove(dest, noprune=True)
+    hint = "check that the registry is up and reachable, then publish again"
+    if "HTTP response to HTTPS client" in error:
+        hint = (
+            "the registry speaks plain HTTP: add it to dockerd's insecure-registries "
+            "(/etc/docker/daemon.json), then publish again"
+        )
+    raise ToolError(f"could not push {dest} after {attempt} tries: {error}", hint=hint)
+
+
+def save_docker_image(image_id: str, refs: tuple[str, ...], output: Path) -> None:
+    """`docker save` of image_id under its first tag that still names it (a docker-archive,
+    what `docker load` and Apptainer's `Bootstrap: docker-archive` read), written atomically."""
+    import docker
+
+    client = docker_client()
+    partial = output.with_name(f".{output.name}.partial")
+    try:
+        image = client.images.get(image_id)
+        named = next((ref for ref in refs if ref in (image.tags or [])), False)
+        with partial.open("wb") as out:
+            for chunk in image.save(named=named):
+                out.write(chunk)
+        partial.replace(output)
+    except docker.errors.DockerException as exc:
+        raise ToolError(f"docker could not save {image_id[:12]}: {exc}") from exc
+    finally:
+        partial.unlink(missing_ok=True)

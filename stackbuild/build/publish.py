@@ -13,6 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from stackbuild.build.docker_engine import (
+    inspect_docker_image,
+    push_docker_image,
+    relabel_docker_image,
+)
 from stackbuild.build.images import inspect_image, relabel_image
 from stackbuild.build.manifest import MANIFEST_FILE, read_manifest
 from stackbuild.build.sbom import (
@@ -71,6 +76,7 @@ class PublishSource:
     refs: tuple[str, ...]
     manifest: dict[str, Any] | None
     manifest_dir: Path | None
+    engine: str = "podman"  # whose image store holds it: podman (and buildah) or docker
 
 
 def resolve_source(image: str, manifest_path: Path | None = None) -> PublishSource:
@@ -81,18 +87,12 @@ def resolve_source(image: str, manifest_path: Path | None = None) -> PublishSour
     if manifest_path is not None:
         manifest = read_manifest(manifest_path)
         folder = manifest_path if manifest_path.is_dir() else manifest_path.parent
-        if manifest.get("engine") == "docker":
-            raise StackbuildError(
-                f"{folder} was built with Docker: export and publish read podman's image store "
-                "(not Docker's) so far",
-                hint=f"build it with --engine podman, or copy it over first: docker save "
-                f"{manifest['image_id'].removeprefix('sha256:')[:12]} | podman load",
-            )
         return PublishSource(
             manifest["image_id"].removeprefix("sha256:"),
             tuple(manifest["refs"]),
             manifest,
             folder,
+            "docker" if manifest.get("engine") == "docker" else "podman",
         )
     local = inspect_image(image)
     # Every local tag of the image is published, as for a manifest's refs.
@@ -179,10 +179,11 @@ def publish(
         say(f"--force: publishing anyway ({exc.message})")
     if not source.refs:
         raise StackbuildError(f"image {source.image_id[:12]} has no tags to publish")
-    inspect_image(source.image_id)
+    docker = source.engine == "docker"
+    (inspect_docker_image if docker else inspect_image)(source.image_id)
     if forced is not None:
         # What is pushed says it was not validated: same layers, two more labels.
-        labelled = relabel_image(
+        labelled = (relabel_docker_image if docker else relabel_image)(
             source.image_id,
             {"io.stackbuild.validated": "false", "io.stackbuild.validation": forced},
         )
@@ -194,16 +195,28 @@ def publish(
         # The tag that user files name: never moved by a rebuild (stackbuild.render.pin).
         repository, tag = source.refs[0].rsplit(":", 1)
         refs.append(f"{repository}:{immutable_tag(tag, source.manifest['image_id'])}")
+    if docker and not tls_verify:
+        say("--no-tls-verify: dockerd decides TLS itself (its insecure-registries)")
     for ref in refs:
         dest = destination(ref, registry)
-        digest = push_with_retries(
-            source.image_id,
-            dest,
-            tls_verify=tls_verify,
-            attempts=attempts,
-            backoff_s=backoff_s,
-            say=say,
-        )
+        if docker:
+            digest = push_docker_image(
+                source.image_id,
+                dest,
+                permanent=PERMANENT,
+                attempts=attempts,
+                backoff_s=backoff_s,
+                say=say,
+            )
+        else:
+            digest = push_with_retries(
+                source.image_id,
+                dest,
+                tls_verify=tls_verify,
+                attempts=attempts,
+                backoff_s=backoff_s,
+                say=say,
+            )
         pushed.append(PublishedTag(dest, digest))
         say(f"pushed {dest} @ {digest}")
     sboms = publish_sbom(source, pushed, tls_verify=tls_verify, say=say)

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from stackbuild.build.base import default_base_ref, ensure_base_image
 from stackbuild.build.context import VARIANT_FILE, BuildSpec, load_build_spec
-from stackbuild.build.docker_engine import ensure_docker_bases
+from stackbuild.build.docker_engine import ensure_docker_bases, save_docker_image
 from stackbuild.build.doctor import run_doctor
 from stackbuild.build.engines import BUILDERS, default_builder, get_builder
 from stackbuild.build.export import FORMATS, PODMAN_HPC, export_image, migrate_podman_hpc
@@ -32,7 +32,7 @@ from stackbuild.build.manifest import (
     write_manifest,
 )
 from stackbuild.build.progress import BuildProgress
-from stackbuild.build.publish import PUBLISHED_FILE, publish, resolve_source
+from stackbuild.build.publish import PUBLISHED_FILE, PublishSource, publish, resolve_source
 from stackbuild.build.sbom import SBOM_FILE, write_sbom
 from stackbuild.build.validation_record import VALIDATION_FILE
 from stackbuild.commands.recipes import load_variants
@@ -300,6 +300,11 @@ def export_command(
     IMAGE is an image reference or a build directory (manifest.json from `stackbuild build`).
     `--to podman-hpc` runs `podman-hpc migrate IMAGE` (no OUTPUT: podman-hpc's own store).
     """
+    if (Path(image) / "manifest.json").is_file():
+        source = resolve_source(image)
+        if source.engine == "docker":
+            export_docker_build(source, fmt, output, force)
+            return
     image = exported_ref(image)
     if fmt == PODMAN_HPC:
         say(f"podman-hpc migrate {image} ...")
@@ -313,6 +318,27 @@ def export_command(
     say(f"exporting {image} to {fmt} ...")
     path = export_image(image, fmt, output, force=force)
     console.print(f"{path}  ({path.stat().st_size / 2**20:.1f} MiB)")
+
+
+def export_docker_build(source: PublishSource, fmt: str, output: Path | None, force: bool) -> None:
+    """A Docker-built image leaves Docker's store as a docker-archive (`docker save`); the
+    other formats read podman's store, which does not hold it."""
+    folder = source.manifest_dir
+    if fmt != "docker-archive":
+        raise StackbuildError(
+            f"{folder} was built with Docker: --to {fmt} reads podman's image store, which does "
+            "not hold it",
+            hint=f"export it --to docker-archive, then `podman load -i ARCHIVE` and export "
+            f"that image --to {fmt}; or publish it and let the site pull it "
+            f"(Shifter and podman-hpc pull from a registry)",
+        )
+    if output is None:
+        raise StackbuildError(f"--to {fmt} writes a file: give it with -o/--output")
+    if output.exists() and not force:
+        raise StackbuildError(f"{output} already exists", hint="pass --force to overwrite it")
+    say(f"exporting {source.image_id[:12]} from Docker's store to {fmt} ...")
+    save_docker_image(source.image_id, source.refs, output)
+    console.print(f"{output}  ({output.stat().st_size / 2**20:.1f} MiB)")
 
 
 def exported_ref(image: str) -> str:
