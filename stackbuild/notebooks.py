@@ -312,9 +312,11 @@ def run_notebook(
     except (CellExecutionError, CellTimeoutError, DeadKernelError) as exc:
         failure = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
     finally:
-        if km.has_kernel:  # nbclient leaves a kernel manager it was given running
-            km.shutdown_kernel(now=False)
-        job_end = _end_job(job, env)
+        try:
+            if km.has_kernel:  # nbclient leaves a kernel manager it was given running
+                km.shutdown_kernel(now=False)
+        finally:
+            job_end = _end_job(job, env)
         nbformat.write(book, out / f"{name}.ipynb")
     epochs = int(workload_config("cosmoflow", "small").epochs)
     checks = CHECKERS[name](book, engines, epochs)
@@ -404,12 +406,13 @@ def run_notebooks(
         "schema": "stackbuild.notebooks-report/1",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "image": image_id,
+        "target": image_id,  # what publish's plan check reads (validation_record.plan_gaps)
         "kernel": kernel_name,
         "passed": passed,
         "verdict": "passed" if passed else "failed",
         "request": {
             "suites": ["notebooks"],
-            "frameworks": [manifest.get("variant")],
+            "frameworks": _frameworks(build_dir),
             "ranks": [engines],
             "runtime": "kernel+ipengines",
             "launcher": "slurm",
@@ -425,6 +428,15 @@ def run_notebooks(
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     (out / "report.html").write_text(report_html(report), encoding="utf-8")
     return report
+
+
+def _frameworks(build_dir: Path) -> list[str]:
+    """The image's frameworks, as its rendered build context records them."""
+    try:
+        info = json.loads((build_dir / "files" / "stackbuild-info.json").read_text("utf-8"))
+        return sorted(info["expect"]["frameworks"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def report_html(report: dict[str, Any]) -> str:

@@ -127,12 +127,12 @@ def stop_engines(cluster: Any, client: Any, wait_s: float = 30.0) -> None:
     cluster.stop_controller_sync()
 
 
-def print_epochs(result_label: str = "") -> Callable[[dict[str, Any]], None]:
+def print_epochs(prefix: str = "") -> Callable[[dict[str, Any]], None]:
     """An epoch callback for `train`: every rank prints its own epoch lines."""
 
     def show(epoch: dict[str, Any]) -> None:
         print(
-            f"{result_label}rank {epoch['rank']}/{epoch['world_size']} "
+            f"{prefix}rank {epoch['rank']}/{epoch['world_size']} "
             f"epoch {epoch['epoch']}/{epoch['epochs']} loss {epoch['loss']:.4f}",
             flush=True,
         )

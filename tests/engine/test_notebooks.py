@@ -20,6 +20,7 @@ import nbformat
 import pytest
 from jupyter_client.manager import KernelManager
 
+from stackbuild.build.validation_record import plan_gaps, read_validation_record
 from stackbuild.cli import main
 from stackbuild.notebooks import epochs_by_rank, summary, widget_states
 from tests.engine.test_kernels import containers, install, run_code
@@ -99,6 +100,13 @@ def test_both_notebooks_run_in_the_image_with_engines_started_by_slurm(
     runs = [r for r in record["runs"] if r.get("suites") == ["notebooks"]]
     assert len(runs) == 1 and runs[0]["passed"]
     assert runs[0]["report_json"] == str(folder / "notebooks" / "report.json")
+    # publish's plan check reads every recorded report: this one is about this image.
+    validation_record = read_validation_record(folder)
+    assert validation_record is not None
+    ids = {str(manifest.get("digest") or ""), image}
+    expect = json.loads((folder / "files/stackbuild-info.json").read_text())["expect"]
+    problems = plan_gaps(validation_record, ids, expect)
+    assert not [p for p in problems if "notebooks" in p], problems
     assert_nothing_left(image)
 
 
