@@ -10,6 +10,7 @@ command's own checks, and nothing may be left behind: no engines job, no contain
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -147,7 +148,10 @@ def test_engines_that_do_not_come_up_fail_in_time_and_are_stopped(
             "stackbuild"
         ]["wrapper"]
     )
-    env = {"STACKBUILD_IMAGE_OVERRIDE": image, "PATH": "/usr/local/bin:/usr/bin:/bin"}
+    # This process's environment (its podman store, e.g. CONTAINERS_STORAGE_CONF), without
+    # the variables of a Slurm job it may run in.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") or k == "SLURM_CONF"}
+    env["STACKBUILD_IMAGE_OVERRIDE"] = image
     submit = subprocess.run(
         [str(bindir.parent / "ipengines"), "-n", "1"],
         cwd=tmp_path,
@@ -159,7 +163,7 @@ def test_engines_that_do_not_come_up_fail_in_time_and_are_stopped(
     )
     assert "job " in submit.stdout
     km = KernelManager(kernel_name=name, kernel_spec_manager=ksm)
-    km.start_kernel(cwd=str(tmp_path), env=env | {"HOME": str(tmp_path)})
+    km.start_kernel(cwd=str(tmp_path), env=env)
     try:
         started = time.monotonic()
         with pytest.raises(AssertionError) as failed:
