@@ -147,3 +147,31 @@ def test_kernel_without_runtime_dies_at_start_with_the_module_hint(tmp_path: Pat
     assert "pytorch/2.13-cpu: podman is not on PATH on this node" in text
     assert "apt-get install podman" in text
     km.cleanup_resources()
+
+
+def test_kernel_whose_local_image_is_missing_dies_at_start_naming_the_module(tmp_path: Path):
+    """A localhost/ image no registry serves: the wrapper says so (real podman) instead of
+    letting podman try to pull it, and jupyter_client sees the kernel die at once."""
+    if shutil.which("podman") is None:
+        pytest.skip("podman not installed (scripts/setup-host.sh)")
+    variant = select_variant(
+        expand_matrix(load_recipe(PROJECT_ROOT / "recipes/cpu.yaml")), "pytorch-cpu"
+    )
+    render_variant(variant, tmp_path / "r")
+    ksm = install(tmp_path / "r", tmp_path / "prefix")
+    log = tmp_path / "stderr.txt"
+    km = KernelManager(kernel_name=kernel_name(variant), kernel_spec_manager=ksm)
+    env = dict(os.environ, STACKBUILD_IMAGE_OVERRIDE="localhost/stackbuild/none:missing")
+    start = time.monotonic()
+    with log.open("w") as stderr:
+        km.start_kernel(env=env, stderr=stderr)
+        client = km.client()
+        client.start_channels()
+        with pytest.raises(RuntimeError, match="died"):
+            client.wait_for_ready(timeout=60)
+        client.stop_channels()
+    assert time.monotonic() - start < 30
+    text = log.read_text()
+    assert "pytorch/2.13-cpu: localhost/stackbuild/none:missing is not on this node" in text
+    assert "podman load -i ARCHIVE" in text
+    km.cleanup_resources()
