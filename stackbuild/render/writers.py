@@ -459,11 +459,16 @@ def write_modules(variant: Variant, env: jinja2.Environment) -> list[RenderedFil
             )
         )
     if variant.settings.jupyter.kernel:
-        python_wrapper(variant)  # the engines run the image's Python through it
+        # The engines run the image's Python through the kernel's wrapper.
+        python_command = python_wrapper(variant).rsplit("/", 1)[-1]
         files.append(
             _text(
                 f"wrappers/{name}/{version}/bin/{ENGINES_COMMAND}",
-                render_template(env, "wrappers/ipengines.sh.j2", context),
+                render_template(
+                    env,
+                    "wrappers/ipengines.sh.j2",
+                    context | {"python_command": python_command},
+                ),
                 executable=True,
             )
         )
