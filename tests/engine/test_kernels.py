@@ -121,39 +121,9 @@ def test_pytorch_kernel_runs_in_the_image(
     assert not ours & set(containers(image)), "the kernel's container outlived its shutdown"
 
 
-def test_kernel_without_runtime_dies_at_start_with_the_module_hint(tmp_path: Path):
-    """jupyter_client sees the kernel die at once; its stderr names the program and module."""
-    variant = select_variant(
-        expand_matrix(load_recipe(PROJECT_ROOT / "recipes/cpu.yaml")), "pytorch-cpu"
-    )
-    render_variant(variant, tmp_path / "r")
-    ksm = install(tmp_path / "r", tmp_path / "prefix")
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    os.symlink(str(shutil.which("cat")), bindir / "cat")  # the shim's one tool; no podman
-    log = tmp_path / "stderr.txt"
-    km = KernelManager(kernel_name=kernel_name(variant), kernel_spec_manager=ksm)
-    start = time.monotonic()
-    with log.open("w") as stderr:
-        km.start_kernel(env={"PATH": str(bindir), "HOME": str(tmp_path)}, stderr=stderr)
-        client = km.client()
-        client.start_channels()
-        with pytest.raises(RuntimeError, match="died"):
-            client.wait_for_ready(timeout=60)
-        client.stop_channels()
-    assert time.monotonic() - start < 30
-    assert not km.is_alive()
-    text = log.read_text()
-    assert "pytorch/2.13-cpu: podman is not on PATH on this node" in text
-    assert "apt-get install podman" in text
-    km.cleanup_resources()
-
-
-def test_kernel_whose_local_image_is_missing_dies_at_start_naming_the_module(tmp_path: Path):
-    """A localhost/ image no registry serves: the wrapper says so (real podman) instead of
-    letting podman try to pull it, and jupyter_client sees the kernel die at once."""
-    if shutil.which("podman") is None:
-        pytest.skip("podman not installed (scripts/setup-host.sh)")
+def kernel_stderr_when_it_dies(tmp_path: Path, env: dict[str, str]) -> str:
+    """Start the rendered pytorch-cpu kernel with env; it must die at once (within 30 s, as
+    jupyter_client sees it): its stderr."""
     variant = select_variant(
         expand_matrix(load_recipe(PROJECT_ROOT / "recipes/cpu.yaml")), "pytorch-cpu"
     )
@@ -161,7 +131,6 @@ def test_kernel_whose_local_image_is_missing_dies_at_start_naming_the_module(tmp
     ksm = install(tmp_path / "r", tmp_path / "prefix")
     log = tmp_path / "stderr.txt"
     km = KernelManager(kernel_name=kernel_name(variant), kernel_spec_manager=ksm)
-    env = dict(os.environ, STACKBUILD_IMAGE_OVERRIDE="localhost/stackbuild/none:missing")
     start = time.monotonic()
     with log.open("w") as stderr:
         km.start_kernel(env=env, stderr=stderr)
@@ -171,7 +140,27 @@ def test_kernel_whose_local_image_is_missing_dies_at_start_naming_the_module(tmp
             client.wait_for_ready(timeout=60)
         client.stop_channels()
     assert time.monotonic() - start < 30
-    text = log.read_text()
+    assert not km.is_alive()
+    km.cleanup_resources()
+    return log.read_text()
+
+
+def test_kernel_without_runtime_dies_at_start_with_the_module_hint(tmp_path: Path):
+    """jupyter_client sees the kernel die at once; its stderr names the program and module."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    os.symlink(str(shutil.which("cat")), bindir / "cat")  # the shim's one tool; no podman
+    text = kernel_stderr_when_it_dies(tmp_path, {"PATH": str(bindir), "HOME": str(tmp_path)})
+    assert "pytorch/2.13-cpu: podman is not on PATH on this node" in text
+    assert "apt-get install podman" in text
+
+
+def test_kernel_whose_local_image_is_missing_dies_at_start_naming_the_module(tmp_path: Path):
+    """A localhost/ image no registry serves: the wrapper says so (real podman) instead of
+    letting podman try to pull it, and jupyter_client sees the kernel die at once."""
+    if shutil.which("podman") is None:
+        pytest.skip("podman not installed (scripts/setup-host.sh)")
+    env = dict(os.environ, STACKBUILD_IMAGE_OVERRIDE="localhost/stackbuild/none:missing")
+    text = kernel_stderr_when_it_dies(tmp_path, env)
     assert "pytorch/2.13-cpu: localhost/stackbuild/none:missing is not on this node" in text
     assert "podman load -i ARCHIVE" in text
-    km.cleanup_resources()
