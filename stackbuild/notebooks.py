@@ -220,6 +220,12 @@ def _finite(value: Any) -> bool:
 CHECKERS = {"distributed_training": check_distributed, "hyperparameter_search": check_search}
 
 
+def outside_slurm_job() -> dict[str, str]:
+    """This process's environment without the variables of a Slurm job it may run in (srun
+    and sbatch would take them for their own); SLURM_CONF, which names the cluster, stays."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") or k == "SLURM_CONF"}
+
+
 def _kernel_spec(build_dir: Path, prefix: Path) -> tuple[str, Path]:
     """Install the build's kernel spec under prefix; (kernel name, the wrappers' bin dir)."""
     from stackbuild.commands.kernels import find_specs, install_spec
@@ -385,9 +391,7 @@ def run_notebooks(
     out.mkdir(parents=True)
     prefix = out / ".jupyter"
     kernel_name, bindir = _kernel_spec(build_dir, prefix)
-    # Not the variables of a Slurm job this may run in (srun would take them for its own);
-    # SLURM_CONF names the cluster.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") or k == "SLURM_CONF"}
+    env = outside_slurm_job()
     env |= {
         "STACKBUILD_IMAGE_OVERRIDE": image_id,  # exactly the built image, not its tag
         "STACKBUILD_ENGINES": str(engines),

@@ -10,7 +10,6 @@ command's own checks, and nothing may be left behind: no engines job, no contain
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from jupyter_client.manager import KernelManager
 
 from stackbuild.build.validation_record import plan_gaps, read_validation_record
 from stackbuild.cli import main
-from stackbuild.notebooks import epochs_by_rank, summary, widget_states
+from stackbuild.notebooks import epochs_by_rank, outside_slurm_job, summary, widget_states
 from tests.engine.test_kernels import containers, install, run_code
 from tests.render.test_jobs_slurm import needs_slurm
 from tests.slurm import two_nodes
@@ -148,10 +147,8 @@ def test_engines_that_do_not_come_up_fail_in_time_and_are_stopped(
             "stackbuild"
         ]["wrapper"]
     )
-    # This process's environment (its podman store, e.g. CONTAINERS_STORAGE_CONF), without
-    # the variables of a Slurm job it may run in.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") or k == "SLURM_CONF"}
-    env["STACKBUILD_IMAGE_OVERRIDE"] = image
+    # This process's environment (its podman store, e.g. CONTAINERS_STORAGE_CONF).
+    env = outside_slurm_job() | {"STACKBUILD_IMAGE_OVERRIDE": image}
     submit = subprocess.run(
         [str(bindir.parent / "ipengines"), "-n", "1"],
         cwd=tmp_path,
