@@ -337,6 +337,44 @@ class HorovodIsaCheck(Check):
         return _present_exactly_when(self, "horovod", wide, want, "AVX-512 instructions", detail)
 
 
+class HorovodCudaArchCheck(Check):
+    """Horovod's CUDA kernels are compiled for every compute capability the recipe names."""
+
+    name = "horovod-cuda-arch"
+    category = "gpu-stack"
+    source = SOURCE_RECIPE + "; cuobjdump of Horovod's libraries in the builder stage"
+
+    def evaluate(self, probe: Probe, expect: Expect) -> CheckResult:
+        wanted = list(expect["cuda"]["compute_capabilities"])
+        libs = (probe.get("horovod_isa") or {}).get("libraries") or {}
+        listed = {name: v for name, v in libs.items() if "cuda_elf" in v}
+        if not listed:
+            reason = "no CUDA architecture list (cuobjdump) in horovod-isa.json"
+            return self.result("horovod", False, None, ", ".join(wanted), "n/a", reason)
+        with_code = {n: v for n, v in listed.items() if v["cuda_elf"] or v.get("cuda_ptx")}
+        missing = sorted(
+            {
+                cc
+                for v in with_code.values()
+                for cc in wanted
+                if f"sm_{cc.replace('.', '')}" not in v["cuda_elf"]
+            }
+        )
+        found = [
+            f"{n}: cubins {', '.join(v['cuda_elf']) or 'none'},"
+            f" PTX {', '.join(v.get('cuda_ptx') or []) or 'none'}"
+            for n, v in sorted(with_code.items())
+        ]
+        return self.result(
+            "horovod",
+            bool(with_code) and not missing,
+            ", ".join(missing) or ("none missing" if with_code else "no CUDA code"),
+            ", ".join(wanted),
+            "recipe capabilities compiled (sm_XY cubins) in each library with CUDA code",
+            "; ".join(found) or "no CUDA code in any of Horovod's libraries",
+        )
+
+
 class GpuVisibleCheck(Check):
     """A GPU image sees a GPU: only then are its GPU paths validated."""
 
@@ -387,6 +425,7 @@ def stack_checks(probe: Probe, expect: Expect, runs_here: bool = True) -> list[C
             CudnnVersionCheck(),
             NcclVersionCheck(),
             HorovodNcclCheck(),
+            HorovodCudaArchCheck(),
             NoLibcudaCheck(),
             GpuVisibleCheck(),
         ]

@@ -388,6 +388,9 @@ class Pip(Strict):
     # Removed from the runtime stage's site-packages in the layer that installs the
     # frameworks: what only a compiler can use (C/C++ headers), and the runtime stage has none.
     runtime_prune: list[SitePath] = Field(default_factory=list)
+    # Uninstalled from the runtime stage in that same layer: packages that cannot work there
+    # (Triton compiles its launchers with a C compiler, and the runtime stage has none).
+    runtime_uninstall: list[Name] = Field(default_factory=list)
     # Pins for every pip install of both stages (a constraints file): the frameworks' CUDA
     # wheels name each other by ranges, so transitive packages float without them.
     constraints: list[PackageName] = Field(default_factory=list)

@@ -120,6 +120,11 @@ class BuildContext:
         """Paths in site-packages that the runtime stage removes (headers: no compiler there)."""
         return list(self.settings.pip.runtime_prune)
 
+    @property
+    def runtime_uninstall(self) -> list[str]:
+        """Packages the runtime stage uninstalls (what cannot run without a compiler)."""
+        return list(self.settings.pip.runtime_uninstall)
+
     @cached_property
     def pip_environment(self) -> dict[str, str]:
         """Build-time pip settings from the recipe (credentials come from the pip_conf secret)."""

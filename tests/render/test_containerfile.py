@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import dockerfile
@@ -92,6 +93,120 @@ def test_runtime_prunes_headers_in_the_layer_that_installs_the_frameworks(tmp_pa
     again = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True)
     assert again.returncode == 1
     assert "pip.runtime_prune names torch/include, which is not in" in again.stderr
+
+
+def _venv_site(venv: Path, *options: str) -> tuple[dict[str, str], Path]:
+    """A real venv: the environment that puts it first on PATH, and its site-packages."""
+    subprocess.run([sys.executable, "-m", "venv", *options, str(venv)], check=True)
+    env = {**os.environ, "PATH": f"{venv}/bin:{os.environ['PATH']}"}
+    purelib = "import sysconfig; print(sysconfig.get_path('purelib'))"
+    site = subprocess.run(
+        ["python3", "-c", purelib], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    return env, Path(site)
+
+
+def test_gpu_runtime_prunes_unloaded_cuda_libraries_and_uninstalls_triton(tmp_path):
+    files = files_of("gpu", "pytorch-gpu")
+    variant = select_variant(
+        expand_matrix(load_recipe(PROJECT_ROOT / "recipes/gpu.yaml")), "pytorch-gpu"
+    )
+    prune, uninstall = variant.settings.pip.runtime_prune, variant.settings.pip.runtime_uninstall
+    assert "nvidia/cu13/lib/libcusolverMg.so.12" in prune and uninstall == ["triton"]
+    script = tmp_path / "prune-runtime.sh"
+    script.write_bytes(files["files/prune-runtime.sh"])
+    env, site = _venv_site(tmp_path / "venv")  # with pip: the script uninstalls through it
+    for path in prune:
+        (site / path).parent.mkdir(parents=True, exist_ok=True)
+        (site / path).write_text("x")
+    (site / "nvidia/cu13/lib/libcusolver.so.12").write_text("kept: libtorch_cuda_linalg needs it")
+    # An installed distribution as pip writes one, so that pip itself uninstalls it.
+    (site / "triton").mkdir()
+    (site / "triton/__init__.py").write_text("")
+    dist = site / "triton-3.7.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: triton\nVersion: 3.7.1\n")
+    (dist / "INSTALLER").write_text("pip\n")
+    (dist / "RECORD").write_text(
+        "triton/__init__.py,,\ntriton-3.7.1.dist-info/METADATA,,\n"
+        "triton-3.7.1.dist-info/INSTALLER,,\ntriton-3.7.1.dist-info/RECORD,,\n"
+    )
+    done = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert not any((site / path).exists() for path in prune)
+    assert not (site / "triton").exists() and not dist.exists()
+    assert (site / "nvidia/cu13/lib/libcusolver.so.12").exists()
+    assert "uninstalling triton (pip.runtime_uninstall)" in done.stdout
+    # Once they are gone, the same script fails on the first path the recipe names.
+    again = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True)
+    assert again.returncode == 1 and f"pip.runtime_prune names {prune[0]}" in again.stderr
+    # A package the recipe names that is not installed fails the step by name.
+    for path in prune:
+        (site / path).parent.mkdir(parents=True, exist_ok=True)
+        (site / path).write_text("x")
+    third = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True)
+    assert third.returncode == 1
+    assert "pip.runtime_uninstall names triton, which is not installed" in third.stderr
+
+
+# What cuobjdump 13.2.86 printed for a pytorch-gpu build's Horovod library (2026-12-01), and for
+# a library without CUDA code (its message on stderr, exit 255).
+CUOBJDUMP = """#!/bin/sh
+case "$2" in
+  *mpi_lib*)
+    name=$(basename "$2" .so)
+    if [ "$1" = --list-elf ]; then
+      echo "ELF file    1: $name.1.sm_80.cubin"
+      echo "ELF file    2: $name.2.sm_90.cubin"
+    else
+      echo "PTX file    1: $name.1.sm_90.ptx"
+    fi ;;
+  *) echo "cuobjdump info    : File '$2' does not contain device code" >&2; exit 255 ;;
+esac
+"""
+
+
+def test_gpu_horovod_build_lists_the_cuda_architectures_of_each_library(tmp_path):
+    """The builder's report (horovod-isa.json), run by sh on the cached-wheel path: real
+    objdump on real ELF files; cuobjdump is a stand-in printing what the real one printed
+    (the real one runs in the GPU image build, tests/engine/test_gpu_knl_stack.py)."""
+    files = files_of("gpu", "pytorch-gpu")
+    text = files["files/horovod/build-horovod.sh"].decode()
+    key = text.split("key=", 1)[1].split("\n", 1)[0]
+    text = text.replace("/cache/wheels", str(tmp_path / "cache")).replace(
+        "/opt/stackbuild", str(tmp_path / "sb")
+    )
+    script = tmp_path / "build-horovod.sh"
+    script.write_text(text)
+    env, site = _venv_site(tmp_path / "venv", "--without-pip")
+    tool = site / "nvidia/cu13/bin/cuobjdump"
+    tool.parent.mkdir(parents=True)
+    tool.write_text(CUOBJDUMP)
+    tool.chmod(0o755)
+    cached = tmp_path / "cache" / f"horovod-{key}"
+    cached.mkdir(parents=True)
+    elf = Path(sys.executable).resolve()  # any real ELF file with code
+    with zipfile.ZipFile(cached / "horovod-0.28.1-cp311-cp311-linux_x86_64.whl", "w") as whl:
+        whl.write(elf, "horovod/torch/mpi_lib_v2.so")
+        whl.write(elf, "horovod/common/basics.so")
+    done = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "compiled wheel cache hit" in done.stdout
+    report = json.loads((tmp_path / "sb/wheels/horovod-isa.json").read_text())
+    libs = report["libraries"]
+    assert libs["horovod/torch/mpi_lib_v2.so"]["cuda_elf"] == ["sm_80", "sm_90"]
+    assert libs["horovod/torch/mpi_lib_v2.so"]["cuda_ptx"] == ["sm_90"]
+    assert libs["horovod/common/basics.so"]["cuda_elf"] == []
+    assert libs["horovod/torch/mpi_lib_v2.so"]["instructions"] > 0
+    # Without cuobjdump in the builder the step fails, naming the package to add.
+    tool.unlink()
+    failed = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True)
+    assert failed.returncode == 1 and "must install nvidia-cuda-cuobjdump" in " ".join(
+        failed.stderr.split()
+    )
+    # The CPU images' script has no CUDA step.
+    cpu = files_of("cpu", "pytorch-cpu")["files/horovod/build-horovod.sh"].decode()
+    assert "cuobjdump" not in cpu and "cuda_elf" not in cpu
 
 
 def test_validation_harness_and_info_go_into_the_image():

@@ -53,7 +53,10 @@ def test_gpu_environment_and_horovod_switches():
     # No index but PyPI's: the CUDA set is pinned by the constraints file, nvcc builder-only.
     assert ctx.framework_requirements == ["torch==2.13.0"]
     assert "nvidia-nccl-cu13==2.29.7" in ctx.constraints
-    assert ctx.build_requirements == ["cuda-toolkit[nvcc,cccl]==13.0.3"]
+    assert ctx.build_requirements == [
+        "cuda-toolkit[nvcc,cccl]==13.0.3",
+        "nvidia-cuda-cuobjdump==13.2.86",
+    ]
     assert ctx.pip_environment["PIP_CONSTRAINT"] == "/opt/stackbuild/constraints.txt"
 
 

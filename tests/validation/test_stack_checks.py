@@ -83,6 +83,9 @@ def gpu_probe() -> dict[str, Any]:
         "userspace": {"cudart": "13.0.96", "cudnn": "9.20.0.48", "nccl": "2.29.7"},
         "libcuda": [],
     }
+    # As cuobjdump listed a pytorch-gpu build's library (cubins for 8.0 and 9.0, PTX for 9.0)
+    lib = probe["horovod_isa"]["libraries"]["horovod/torch/mpi_lib_v2.so"]
+    lib.update(cuda_elf=["sm_80", "sm_90"], cuda_ptx=["sm_90"])
     return probe
 
 
@@ -160,6 +163,7 @@ def test_a_gpu_image_without_a_gpu_is_stack_checked_not_validated() -> None:
         "cudnn-version",
         "nccl-version",
         "horovod-nccl",
+        "horovod-cuda-arch",
         "torch-nccl-backend",
         "no-libcuda-in-image",
     ):
@@ -184,6 +188,23 @@ def test_gpu_stack_mismatches_fail_naming_both_values() -> None:
     )
     assert named["no-libcuda-in-image"].verdict == "fail"
     assert report_verdict(list(named.values())) == "failed"
+
+
+def test_horovods_cuda_kernels_must_cover_the_recipes_compute_capabilities() -> None:
+    expect = shipped("gpu", "pytorch-gpu")
+    assert expect["cuda"]["compute_capabilities"] == ["8.0", "9.0"]
+    probe = gpu_probe()
+    lib = probe["horovod_isa"]["libraries"]["horovod/torch/mpi_lib_v2.so"]
+    lib["cuda_elf"] = ["sm_90"]  # built for 9.0 only: an A100 node would have no kernels
+    result = by_name(stack_checks(probe, expect))["horovod-cuda-arch"]
+    assert (result.verdict, result.measured, result.reference) == ("fail", "8.0", "8.0, 9.0")
+    assert "cubins sm_90, PTX sm_90" in result.detail
+    lib["cuda_elf"], lib["cuda_ptx"] = [], []  # a Horovod built without its CUDA kernels
+    result = by_name(stack_checks(probe, expect))["horovod-cuda-arch"]
+    assert (result.verdict, result.measured) == ("fail", "no CUDA code")
+    del lib["cuda_elf"]  # an image whose builder did not list them
+    result = by_name(stack_checks(probe, expect))["horovod-cuda-arch"]
+    assert result.verdict == "fail" and "no CUDA architecture list" in result.detail
 
 
 def test_a_gpu_image_on_a_gpu_can_pass() -> None:
