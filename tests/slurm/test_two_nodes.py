@@ -254,13 +254,24 @@ def test_horovod_mpi_allreduce_across_nodes_with_podman_hpc_and_the_site_mpich(
         assert rank["libmpi"].startswith("/opt/udiImage/modules/mpich/"), rank
 
 
-def render_two_node_job(tmp_path: Path, cpu_recipe_text: str, write_recipe: Callable) -> Path:
-    """The pytorch-cpu variant's validate-podman.sbatch for 2 nodes x 1 rank, as shipped."""
+def render_two_node_job(
+    tmp_path: Path, cpu_recipe_text: str, write_recipe: Callable, runtime: str = "podman"
+) -> Path:
+    """The pytorch-cpu variant's validate-RUNTIME.sbatch for 2 nodes x 1 rank, as shipped."""
     text = cpu_recipe_text.replace("  jobs:\n    nodes: 2\n    ranks_per_node: 1\n", JOBS)
     assert JOBS in text, "recipes/cpu.yaml's jobs section changed: update this test"
     variant = next(v for v in expand_matrix(load_recipe(write_recipe(text))) if "pytorch" in v.name)
     out = render_variant(variant, tmp_path / "render", formats=["jobs"])
-    return out / "jobs" / "validate-podman.sbatch"
+    return out / "jobs" / f"validate-{runtime}.sbatch"
+
+
+def assert_two_rank_steps_on_both_nodes(submit_dir: Path) -> None:
+    """The 2-rank steps ran one rank on each node, each bound to its node's core."""
+    (report_dir,) = submit_dir.glob("validation-pytorch-cpu-*")
+    for tag in ("cosmoflow-pytorch-r2", "consistency-r2"):
+        ranks = [json.loads((report_dir / tag / f"rank-{r}.json").read_text()) for r in (0, 1)]
+        assert [r["host"] for r in ranks] == list(two_nodes.NODES), tag
+        assert [r["cpu_affinity"] for r in ranks] == [[0], [1]], tag
 
 
 @pytest.mark.engine
@@ -282,11 +293,71 @@ def test_the_shipped_podman_job_script_validates_across_two_nodes(
     monkeypatch.setenv("SLURM_CONF", str(two_nodes.CONF))
     status, report, output = submit(script, tmp_path / "submit")
     assert_validated(status, report, output)
-    # The 2-rank steps ran one rank on each node, each bound to its node's core.
-    (report_dir,) = (tmp_path / "submit").glob("validation-pytorch-cpu-*")
-    for tag in ("cosmoflow-pytorch-r2", "consistency-r2"):
-        ranks = [json.loads((report_dir / tag / f"rank-{r}.json").read_text()) for r in (0, 1)]
-        assert [r["host"] for r in ranks] == list(two_nodes.NODES), tag
-        assert [r["cpu_affinity"] for r in ranks] == [[0], [1]], tag
+    assert_two_rank_steps_on_both_nodes(tmp_path / "submit")
     scaling = next(c for c in report["checks"] if c["check"] == "weak-scaling")
     print(f"two-node weak scaling {scaling['measured']}: {scaling['detail']}")
+
+
+DOCKER_SETUP = PROJECT_ROOT / "scripts" / "setup.d" / "56-docker-two-nodes.sh"
+
+
+def docker_image_id(image: str, *host: str) -> str | None:
+    command = ["docker", *host, "image", "inspect", "--format", "{{.Id}}", image]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+@pytest.mark.engine
+@pytest.mark.stack
+def test_the_shipped_docker_job_script_validates_across_two_nodes_each_with_its_engine(
+    tmp_path: Path,
+    cpu_recipe_text: str,
+    write_recipe: Callable,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """validate-docker.sbatch as rendered: each node runs the ranks in its own Docker engine
+    (its own store, network and host name), Horovod over Gloo between the nodes."""
+    if shutil.which("docker") is None:
+        pytest.skip("docker not installed (scripts/setup.d/30-docker.sh)")
+    built = docker_image_id(IMAGE)
+    if built is None:
+        message = f"{IMAGE} is not in the host's Docker store (test_docker_engine.py builds it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)  # in CI the Docker build runs first: missing means broken
+        pytest.skip(message)
+    setup = subprocess.run(["bash", str(DOCKER_SETUP)], capture_output=True, text=True)
+    assert setup.returncode == 0, setup.stderr
+    # Each node has only what was put on it, as a site's nodes do: load the image into the
+    # engines that lack it, from one `docker save` stream, both at once.
+    hosts = {n: f"--host=unix:///run/docker-two/{n}.sock" for n in two_nodes.NODES}
+    lacking = [n for n in two_nodes.NODES if docker_image_id(IMAGE, hosts[n]) != built]
+    if lacking:
+        save = subprocess.Popen(["docker", "save", IMAGE], stdout=subprocess.PIPE)
+        loads = [
+            subprocess.Popen(["docker", hosts[n], "load"], stdin=subprocess.PIPE, text=False)
+            for n in lacking
+        ]
+        assert save.stdout is not None
+        while chunk := save.stdout.read(1 << 20):
+            for load in loads:
+                assert load.stdin is not None
+                load.stdin.write(chunk)
+        for load in loads:
+            assert load.stdin is not None
+            load.stdin.close()
+        assert save.wait() == 0 and [load.wait(600) for load in loads] == [0] * len(loads)
+    for node in two_nodes.NODES:
+        assert docker_image_id(IMAGE, hosts[node]) == built, node
+    script = render_two_node_job(tmp_path, cpu_recipe_text, write_recipe, "docker")
+    text = script.read_text()
+    assert "#SBATCH --nodes=2" in text and "run=(docker run --rm -i --network=host" in text
+    for name in [n for n in os.environ if n.startswith("SLURM_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SLURM_CONF", str(two_nodes.CONF))
+    status, report, output = submit(script, tmp_path / "submit")
+    assert_validated(status, report, output)
+    assert_two_rank_steps_on_both_nodes(tmp_path / "submit")
+    # The DDP ranks met over Gloo across the veth network, rank 1 in the second node's engine.
+    (report_dir,) = (tmp_path / "submit").glob("validation-pytorch-cpu-*")
+    rank = json.loads((report_dir / "cosmoflow-pytorch-r2" / "rank-1.json").read_text())
+    assert (rank["world_size"], rank["comm_backend"], rank["host"]) == (2, "gloo", "sb2n2")
