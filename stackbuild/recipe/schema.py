@@ -386,7 +386,8 @@ class Pip(Strict):
     wheelhouse: bool = True
     extra_packages: list[PackageName] = Field(default_factory=list)
     # Removed from the runtime stage's site-packages in the layer that installs the
-    # frameworks: what only a compiler can use (C/C++ headers), and the runtime stage has none.
+    # frameworks: what only a compiler can use (C/C++ headers), and the runtime stage has none,
+    # or libraries that nothing in the image loads.
     runtime_prune: list[SitePath] = Field(default_factory=list)
     # Uninstalled from the runtime stage in that same layer: packages that cannot work there
     # (Triton compiles its launchers with a C compiler, and the runtime stage has none).
