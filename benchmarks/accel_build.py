@@ -121,6 +121,8 @@ def validate(out: Path, item: str) -> dict[str, Any]:
         text=True,
         check=False,
     )
+    if not (folder / "validation.json").exists():  # it did not get to a verdict
+        return {"exit": done.returncode, "error": (done.stdout + done.stderr).strip()[-2000:]}
     record = json.loads((folder / "validation.json").read_text())
     unpassed = sorted(
         {
