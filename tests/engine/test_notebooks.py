@@ -24,8 +24,8 @@ from stackbuild.build.validation_record import plan_gaps, read_validation_record
 from stackbuild.cli import main
 from stackbuild.notebooks import epochs_by_rank, outside_slurm_job, summary, widget_states
 from tests.engine.test_kernels import containers, install, run_code
-from tests.render.test_jobs_slurm import needs_slurm
 from tests.slurm import two_nodes
+from tests.slurm.jobs import needs_slurm
 
 pytestmark = [pytest.mark.engine, pytest.mark.stack, pytest.mark.tools, needs_slurm]
 

@@ -29,6 +29,7 @@ import pytest
 from stackbuild import PROJECT_ROOT
 from stackbuild.build.export import copy_into_podman_hpc, migrated_squashfs, podman_hpc_squash_dir
 from stackbuild.build.images import inspect_image
+from tests.slurm.jobs import needs_slurm
 
 pytestmark = [pytest.mark.engine, pytest.mark.stack, pytest.mark.tools]
 
@@ -76,17 +77,7 @@ def _unusable() -> str:
     return ""
 
 
-def _slurm_unusable() -> str:
-    if shutil.which("srun") is None:
-        return "srun not installed (scripts/setup-host.sh installs Slurm, setup.d/50-slurm.sh)"
-    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, check=False)
-    if ping.returncode != 0 or "UP" not in ping.stdout:
-        return "Slurm controller not answering: run scripts/setup.d/50-slurm.sh (as root)"
-    return ""
-
-
 needs_podman_hpc = pytest.mark.skipif(bool(_unusable()), reason=_unusable() or "-")
-needs_slurm = pytest.mark.skipif(bool(_slurm_unusable()), reason=_slurm_unusable() or "-")
 
 
 @pytest.fixture(scope="module")

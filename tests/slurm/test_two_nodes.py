@@ -20,8 +20,8 @@ import pytest
 from stackbuild import PROJECT_ROOT
 from stackbuild.recipe import expand_matrix, load_recipe
 from stackbuild.render.renderer import render_variant
-from tests.render.test_jobs_slurm import assert_validated, submit
 from tests.slurm import two_nodes
+from tests.slurm.jobs import assert_validated, submit
 
 pytestmark = [pytest.mark.tools, pytest.mark.usefixtures("two_node_cluster")]
 
