@@ -26,6 +26,23 @@ def _csv(value: str, allowed: tuple[str, ...], option: str) -> tuple[str, ...]:
     return items
 
 
+def _frameworks(value: str | None, expect: dict | None, image: str | None) -> tuple[str, ...]:
+    """--framework, or by default the image's own frameworks (both natively): an image of
+    one framework has nothing to run for the other."""
+    shipped = tuple(f for f in FRAMEWORKS if f in ((expect or {}).get("frameworks") or {}))
+    if value is None:
+        return shipped or FRAMEWORKS
+    chosen = _csv(value, FRAMEWORKS, "--framework")
+    missing = [f for f in chosen if shipped and f not in shipped]
+    if missing:
+        raise StackbuildError(
+            f"--framework {value}: {image} has no {', '.join(missing)} (its recipe's "
+            f"frameworks: {', '.join(shipped)})",
+            hint=f"drop --framework, or use --framework {','.join(shipped)}",
+        )
+    return chosen
+
+
 def _ranks(value: str) -> tuple[int, ...]:
     try:
         ranks = tuple(sorted({int(v) for v in value.split(",") if v.strip()}))
@@ -126,9 +143,9 @@ def _python_has_horovod() -> bool:
 @click.option(
     "--framework",
     "frameworks",
-    default="pytorch,tensorflow",
-    show_default=True,
-    help=f"Comma-separated: {', '.join(FRAMEWORKS)}.",
+    default=None,
+    help=f"Comma-separated: {', '.join(FRAMEWORKS)}. [default: the image's frameworks (its "
+    "recipe's, from the image); natively both]",
 )
 @click.option("--ranks", default="1,2", show_default=True, help="Rank counts to run, e.g. 1,2.")
 @click.option(
@@ -281,7 +298,7 @@ def validate_command(
             f"{sys.executable}",
             hint="install Horovod into that environment, or use --launcher torchrun",
         )
-    fws = _csv(frameworks, FRAMEWORKS, "--framework")
+    fws = _frameworks(frameworks, expect, image)
     passes = launcher_passes(launcher, fws, rank_list, horovod=horovod)
     if not horovod and launcher == "auto":
         click.echo(

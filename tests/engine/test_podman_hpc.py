@@ -29,6 +29,7 @@ import pytest
 from stackbuild import PROJECT_ROOT
 from stackbuild.build.export import copy_into_podman_hpc, migrated_squashfs, podman_hpc_squash_dir
 from stackbuild.build.images import inspect_image
+from tests.slurm import two_nodes
 from tests.slurm.jobs import needs_slurm
 
 pytestmark = [pytest.mark.engine, pytest.mark.stack, pytest.mark.tools]
@@ -38,12 +39,14 @@ SITE_MPICH = Path("/opt/site-mpich/lib")  # where 35-podman-hpc.sh copies the ho
 MODULE_DIR = "/opt/udiImage/modules/mpich"  # where the site's mpich module binds it
 IMAGE_LIBDIR = "/usr/lib/x86_64-linux-gnu"  # the image's own MPICH (Debian libmpich12)
 STACKBUILD = str(Path(sys.executable).with_name("stackbuild"))
-#: The shipped cpu recipe's jobs, cut to what one 2-core node runs in about 2 minutes: one
-#: node, 2 ranks, the GAN. The scaling threshold is low: the cores are shared with other work.
+#: The shipped cpu recipe's jobs (2 nodes x 1 rank), cut to what the two-node cluster's
+#: 1-core nodes run in about 2 minutes: one CPU per rank, the GAN. The scaling threshold is
+#: low: the cores are shared with other work.
 SHIPPED_JOBS = "  jobs:\n    nodes: 2\n    ranks_per_node: 1\n"
-ONE_NODE_JOBS = """  jobs:
-    nodes: 1
-    ranks_per_node: 2
+TWO_NODE_JOBS = """  jobs:
+    nodes: 2
+    ranks_per_node: 1
+    cpus_per_rank: 1
     suite: [gan]
     config: small
     time: "00:20:00"
@@ -313,19 +316,23 @@ def test_module_load_then_srun_python_is_one_mpi_job_through_podman_hpc(
 
 
 @needs_podman_hpc
-@needs_slurm
-def test_rendered_podman_hpc_job_script_passes_under_sbatch_with_the_site_mpich(
+def test_rendered_podman_hpc_job_script_validates_across_two_nodes_with_the_site_mpich(
     pytorch_cpu: tuple[Path | None, str], tmp_path: Path
 ) -> None:
-    """validate-podman-hpc.sbatch as rendered (its shipped runtime lines), submitted; it
-    runs the recipe's image tag, which the session build (or $STACKBUILD_TEST_PYTORCH_CPU's
+    """validate-podman-hpc.sbatch as rendered (its shipped runtime lines), submitted to the
+    two-node cluster: both nodes run the migrated image from podman-hpc's store (shared, as
+    a site's on a parallel file system), each rank with the site MPICH swapped in. It runs
+    the recipe's image tag, which the session build (or $STACKBUILD_TEST_PYTORCH_CPU's
     build) gave the image."""
+    reason = two_nodes.unusable()
+    if reason:
+        pytest.skip(reason)
     recipes = tmp_path / "recipes"
     shutil.copytree(PROJECT_ROOT / "recipes", recipes)
     recipe = recipes / "cpu.yaml"
     text = recipe.read_text()
     assert SHIPPED_JOBS in text, "recipes/cpu.yaml's jobs section changed: update this test"
-    recipe.write_text(text.replace(SHIPPED_JOBS, ONE_NODE_JOBS))
+    recipe.write_text(text.replace(SHIPPED_JOBS, TWO_NODE_JOBS))
     render = subprocess.run(
         [
             STACKBUILD,
@@ -346,6 +353,7 @@ def test_rendered_podman_hpc_job_script_passes_under_sbatch_with_the_site_mpich(
     )
     assert render.returncode == 0, render.stderr
     script = tmp_path / "out" / "pytorch-cpu" / "jobs" / "validate-podman-hpc.sbatch"
+    assert "#SBATCH --nodes=2" in script.read_text()
     proc = subprocess.run(
         ["sbatch", "--wait", "--parsable", str(script)],
         cwd=tmp_path,
@@ -353,15 +361,22 @@ def test_rendered_podman_hpc_job_script_passes_under_sbatch_with_the_site_mpich(
         text=True,
         timeout=1200,
         check=False,
+        env=two_nodes.environment(),
     )
     job = proc.stdout.strip().split(";")[0]
     output = "\n".join(p.read_text() for p in tmp_path.glob(f"validate-pytorch-cpu-{job}.out"))
     assert proc.returncode == 0, output[-4000:] + proc.stderr
-    report = json.loads((tmp_path / f"validation-pytorch-cpu-{job}" / "report.json").read_text())
+    report_dir = tmp_path / f"validation-pytorch-cpu-{job}"
+    report = json.loads((report_dir / "report.json").read_text())
     assert report["passed"] is True
     # The job's probe ran under srun with --mpi: Horovod loaded the site's MPICH.
     flavour = next(c for c in report["checks"] if c["check"] == "mpi-flavor")
     assert str(flavour["measured"]).startswith(f"{MODULE_DIR}/libmpich.so.12"), flavour
+    # The 2-rank GAN step ran one rank on each node.
+    ranks = [
+        json.loads((report_dir / "gan-pytorch-r2" / f"rank-{r}.json").read_text()) for r in (0, 1)
+    ]
+    assert [r["host"] for r in ranks] == list(two_nodes.NODES), ranks
 
 
 @needs_podman_hpc

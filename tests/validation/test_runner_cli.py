@@ -347,3 +347,29 @@ def test_native_auto_without_horovod_validates_ddp_and_says_so(
     result = CliRunner().invoke(validate_command, ["--native", "--launcher", "horovodrun"])
     assert isinstance(result.exception, StackbuildError)
     assert "--launcher torchrun" in str(result.exception)
+
+
+def test_a_build_folder_is_validated_for_its_images_frameworks_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`stackbuild validate out/gpu/tensorflow-gpu` runs TensorFlow jobs only: the default
+    frameworks are the image's (its recipe's); naming one it lacks is refused."""
+    from stackbuild import PROJECT_ROOT
+    from stackbuild.recipe import expand_matrix, load_recipe, select_variant
+    from stackbuild.render.renderer import render_variant
+
+    variants = expand_matrix(load_recipe(PROJECT_ROOT / "recipes/cpu.yaml"))
+    build = render_variant(select_variant(variants, "tensorflow-cpu"), tmp_path / "out")
+    (build / "manifest.json").write_text(json.dumps({"digest": "sha256:ab", "image_id": "ab"}))
+    monkeypatch.setattr(runner, "stream_subprocess", fake_results(True))
+    args = [str(build), "--suite", "cosmoflow", "-o", str(tmp_path / "rep")]
+    result = CliRunner().invoke(validate_command, args)
+    # (The fake probe describes no real image, so its stack checks fail: only what ran counts.)
+    assert "horovodrun (tensorflow): validation" in result.output, result.output
+    assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == ["horovodrun"]
+    report = json.loads((tmp_path / "rep/horovodrun/report.json").read_text())
+    assert report["request"]["frameworks"] == ["tensorflow"]
+    assert not [j for j in report["jobs"] if "pytorch" in j["tag"]]
+    refused = CliRunner().invoke(validate_command, [*args, "--framework", "pytorch"])
+    assert refused.exit_code == 2
+    assert "has no pytorch (its recipe's frameworks: tensorflow)" in refused.output
