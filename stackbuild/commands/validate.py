@@ -26,7 +26,7 @@ def _csv(value: str, allowed: tuple[str, ...], option: str) -> tuple[str, ...]:
     return items
 
 
-def _frameworks(value: str | None, expect: dict | None, image: str | None) -> tuple[str, ...]:
+def _frameworks(value: str | None, expect: dict | None, image: str) -> tuple[str, ...]:
     """--framework, or by default the image's own frameworks (both natively): an image of
     one framework has nothing to run for the other."""
     shipped = tuple(f for f in FRAMEWORKS if f in ((expect or {}).get("frameworks") or {}))
@@ -298,7 +298,7 @@ def validate_command(
             f"{sys.executable}",
             hint="install Horovod into that environment, or use --launcher torchrun",
         )
-    fws = _frameworks(frameworks, expect, image)
+    fws = _frameworks(frameworks, expect, str(build_dir or image))
     passes = launcher_passes(launcher, fws, rank_list, horovod=horovod)
     if not horovod and launcher == "auto":
         click.echo(

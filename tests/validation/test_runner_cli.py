@@ -373,4 +373,5 @@ def test_a_build_folder_is_validated_for_its_images_frameworks_only(
     from stackbuild.cli import main
 
     assert main(["validate", *args, "--framework", "pytorch"]) == 2
-    assert "has no pytorch (its recipe's frameworks: tensorflow)" in capsys.readouterr().err
+    error = " ".join(capsys.readouterr().err.split())
+    assert f"{build} has no pytorch (its recipe's frameworks: tensorflow)" in error
