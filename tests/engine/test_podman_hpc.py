@@ -30,7 +30,7 @@ from stackbuild import PROJECT_ROOT
 from stackbuild.build.export import copy_into_podman_hpc, migrated_squashfs, podman_hpc_squash_dir
 from stackbuild.build.images import inspect_image
 from tests.slurm import two_nodes
-from tests.slurm.jobs import needs_slurm
+from tests.slurm.jobs import needs_slurm, submit
 
 pytestmark = [pytest.mark.engine, pytest.mark.stack, pytest.mark.tools]
 
@@ -354,25 +354,13 @@ def test_rendered_podman_hpc_job_script_validates_across_two_nodes_with_the_site
     assert render.returncode == 0, render.stderr
     script = tmp_path / "out" / "pytorch-cpu" / "jobs" / "validate-podman-hpc.sbatch"
     assert "#SBATCH --nodes=2" in script.read_text()
-    proc = subprocess.run(
-        ["sbatch", "--wait", "--parsable", str(script)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-        env=two_nodes.environment(),
-    )
-    job = proc.stdout.strip().split(";")[0]
-    output = "\n".join(p.read_text() for p in tmp_path.glob(f"validate-pytorch-cpu-{job}.out"))
-    assert proc.returncode == 0, output[-4000:] + proc.stderr
-    report_dir = tmp_path / f"validation-pytorch-cpu-{job}"
-    report = json.loads((report_dir / "report.json").read_text())
-    assert report["passed"] is True
+    status, report, output = submit(script, tmp_path / "submit", two_nodes.environment(), 1200)
+    assert status == 0 and report["passed"] is True, output[-4000:]
     # The job's probe ran under srun with --mpi: Horovod loaded the site's MPICH.
     flavour = next(c for c in report["checks"] if c["check"] == "mpi-flavor")
     assert str(flavour["measured"]).startswith(f"{MODULE_DIR}/libmpich.so.12"), flavour
     # The 2-rank GAN step ran one rank on each node.
+    (report_dir,) = (tmp_path / "submit").glob("validation-pytorch-cpu-*")
     ranks = [
         json.loads((report_dir / "gan-pytorch-r2" / f"rank-{r}.json").read_text()) for r in (0, 1)
     ]

@@ -26,16 +26,20 @@ def _slurm_unusable() -> str:
 needs_slurm = pytest.mark.skipif(bool(_slurm_unusable()), reason=_slurm_unusable() or "-")
 
 
-def submit(script: Path, workdir: Path) -> tuple[int, dict[str, Any], str]:
-    """sbatch --wait from workdir: (the job's exit status, its report.json, its output)."""
+def submit(
+    script: Path, workdir: Path, env: dict[str, str] | None = None, timeout: float = 900
+) -> tuple[int, dict[str, Any], str]:
+    """sbatch --wait from workdir (with env, e.g. the two-node cluster's): (the job's exit
+    status, its report.json, its output)."""
     workdir.mkdir(exist_ok=True)
     proc = subprocess.run(
         ["sbatch", "--wait", "--parsable", str(script)],
         cwd=workdir,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=timeout,
         check=False,
+        env=env,
     )
     job_id = proc.stdout.strip().split(";")[0]
     assert job_id.isdigit(), proc.stdout + proc.stderr

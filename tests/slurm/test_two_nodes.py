@@ -265,6 +265,16 @@ def render_two_node_job(
     return out / "jobs" / f"validate-{runtime}.sbatch"
 
 
+def validate_on_two_nodes(script: Path, submit_dir: Path) -> dict[str, Any]:
+    """Submit the job script to the two-node cluster; it must pass with every check, and
+    its 2-rank steps run one rank on each node. Its report."""
+    assert "#SBATCH --nodes=2" in script.read_text()
+    status, report, output = submit(script, submit_dir, two_nodes.environment())
+    assert_validated(status, report, output)
+    assert_two_rank_steps_on_both_nodes(submit_dir)
+    return report
+
+
 def assert_two_rank_steps_on_both_nodes(submit_dir: Path) -> None:
     """The 2-rank steps ran one rank on each node, each bound to its node's core."""
     (report_dir,) = submit_dir.glob("validation-pytorch-cpu-*")
@@ -281,19 +291,12 @@ def test_the_shipped_podman_job_script_validates_across_two_nodes(
     tmp_path: Path,
     cpu_recipe_text: str,
     write_recipe: Callable,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """validate-podman.sbatch as rendered, runtime lines included: one container per rank,
     the 2-rank steps' ranks on different nodes."""
     cpu_stack_build("pytorch-cpu")  # the image the script names, built from this checkout
     script = render_two_node_job(tmp_path, cpu_recipe_text, write_recipe)
-    assert "#SBATCH --nodes=2" in script.read_text()
-    for name in [n for n in os.environ if n.startswith("SLURM_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("SLURM_CONF", str(two_nodes.CONF))
-    status, report, output = submit(script, tmp_path / "submit")
-    assert_validated(status, report, output)
-    assert_two_rank_steps_on_both_nodes(tmp_path / "submit")
+    report = validate_on_two_nodes(script, tmp_path / "submit")
     scaling = next(c for c in report["checks"] if c["check"] == "weak-scaling")
     print(f"two-node weak scaling {scaling['measured']}: {scaling['detail']}")
 
@@ -313,10 +316,9 @@ def test_the_shipped_docker_job_script_validates_across_two_nodes_each_with_its_
     tmp_path: Path,
     cpu_recipe_text: str,
     write_recipe: Callable,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """validate-docker.sbatch as rendered: each node runs the ranks in its own Docker engine
-    (its own store, network and host name), Horovod over Gloo between the nodes."""
+    (its own store, network and host name); the DDP ranks talk over Gloo between the nodes."""
     if shutil.which("docker") is None:
         pytest.skip("docker not installed (scripts/setup.d/30-docker.sh)")
     built = docker_image_id(IMAGE)
@@ -349,14 +351,8 @@ def test_the_shipped_docker_job_script_validates_across_two_nodes_each_with_its_
     for node in two_nodes.NODES:
         assert docker_image_id(IMAGE, hosts[node]) == built, node
     script = render_two_node_job(tmp_path, cpu_recipe_text, write_recipe, "docker")
-    text = script.read_text()
-    assert "#SBATCH --nodes=2" in text and "run=(docker run --rm -i --network=host" in text
-    for name in [n for n in os.environ if n.startswith("SLURM_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("SLURM_CONF", str(two_nodes.CONF))
-    status, report, output = submit(script, tmp_path / "submit")
-    assert_validated(status, report, output)
-    assert_two_rank_steps_on_both_nodes(tmp_path / "submit")
+    assert "run=(docker run --rm -i --network=host" in script.read_text()
+    validate_on_two_nodes(script, tmp_path / "submit")
     # The DDP ranks met over Gloo across the veth network, rank 1 in the second node's engine.
     (report_dir,) = (tmp_path / "submit").glob("validation-pytorch-cpu-*")
     rank = json.loads((report_dir / "cosmoflow-pytorch-r2" / "rank-1.json").read_text())
