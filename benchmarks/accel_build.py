@@ -18,7 +18,7 @@ next. Without --cold it measures earlier cold builds in OUT/RECIPE/VARIANT. Per 
   builder from the layer cache), the issue's goal being <= 0.6;
 - with --cold, store_gb and cache_gb: the disk the store and the cache take after it;
 - with --validate, `stackbuild validate` of the build folder: exit code, verdict and the
-  stack checks that did not pass (a GPU image here must say "not validated on a GPU").
+  checks that did not pass (a GPU image here must say "not validated on a GPU").
 Writes benchmarks/results/accel_build.json after each variant; variants not named keep their
 numbers. The machine is shared, so the load average is recorded next to the times.
 """
