@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -223,8 +224,27 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+#: Lines a launcher prints around any failed rank (MPICH's hydra banner, Open MPI's and
+#: horovodrun's epilogue): left out of a failed job's detail so the rank's own error shows.
+#: Hydra's "YOUR APPLICATION TERMINATED WITH THE EXIT STRING: <signal>" line stays.
+_LAUNCHER_NOISE = re.compile(
+    r"^(\[\d+\](<std(out|err)>)?:?\s*)?("
+    r"|=+|-+|=\s.*|This typically refers to a problem.*"
+    r"|Please see the FAQ page.*|Primary job\s+terminated normally.*"
+    r"|a non-zero exit code\..*|Per user-direction, the job has been aborted\.?"
+    r"|mpirun detected that one or more processes exited.*|Terminating remaining processes.*"
+    r")$"
+)
+
+
+def failure_excerpt(tail: list[str], lines: int = 8) -> list[str]:
+    """The last `lines` lines of a failed job's output that are not a launcher's banner."""
+    kept = [line for line in tail if not _LAUNCHER_NOISE.match(line.strip())]
+    return (kept or tail)[-lines:]
+
+
 def _job_failed(job: Job) -> CheckResult:
-    detail = "\n".join(job.log_tail[-8:])
+    detail = "\n".join(failure_excerpt(job.log_tail))
     if job.returncode is None and not detail:
         detail = "the job did not run (no record of it)"
     return CheckResult(
@@ -405,6 +425,8 @@ def build_report(request: ValidationRequest, jobs: list[Job], started: float) ->
                 "wall_s": round(j.wall_s, 2),
                 "skipped": j.skipped,
                 "not_run": j.not_run,
+                # a failed job's last 40 lines of output, to read without the console log
+                "log_tail": j.log_tail if j.returncode else [],
             }
             for j in jobs
         ],

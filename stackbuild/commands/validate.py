@@ -345,10 +345,24 @@ def validate_command(
             failed = True
             for line in failure_lines(report):
                 click.echo(line, err=True)
+    if build_dir is not None and record_path is None:
+        click.echo(not_pinned_after_failure(build_dir) if failed else pin_validated(build_dir))
     if failed:
         raise click.exceptions.Exit(1)
-    if build_dir is not None and record_path is None:
-        click.echo(pin_validated(build_dir))
+
+
+def not_pinned_after_failure(build_dir: Path) -> str:
+    """What the user files run after a failed validation: an earlier validated image, or
+    the unpinned tag, as before."""
+    from stackbuild.render.pin import read_pin
+
+    old = read_pin(build_dir)
+    if old is None:
+        return "user files not pinned: the validation failed (publish refuses this image too)"
+    return (
+        "user files not pinned to this image: the validation failed; they still run the "
+        f"validated {old.digest_reference or old.reference}"
+    )
 
 
 def pin_validated(build_dir: Path) -> str:

@@ -204,7 +204,8 @@ def test_small_suite_trains_correctly_in_the_image_on_one_and_two_ranks(
         assert {"cosmoflow", "climate", "gan"} <= suites, launcher
         ranks = {run["world_size"] for run in report["runs"].values() if "world_size" in run}
         assert ranks == {1, 2}, (launcher, ranks)
-        assert not failures(report, scaling=False), (launcher, proc.stderr[-2000:])
+        crashed = {j["tag"]: j["log_tail"] for j in report["jobs"] if j["returncode"]}
+        assert not failures(report, scaling=False), (launcher, crashed, proc.stderr[-2000:])
     # validate's status is the verdict: non-zero exactly when some check of a pass failed
     assert (proc.returncode == 0) == all(r["passed"] for r in reports(built).values())
 

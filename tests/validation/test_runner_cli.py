@@ -324,6 +324,11 @@ def test_auto_validates_ddp_and_horovod_with_a_report_each_and_one_record(
     assert "torchrun (pytorch): validation PASSED" in result.output
     assert "horovodrun (pytorch, tensorflow): validation FAILED" in result.output
     assert not json.loads((build / "validation.json").read_text())["passed"]
+    # the report keeps what a crashed job printed last; a job that ran well keeps nothing
+    hvd = json.loads((tmp_path / "rep2/horovodrun/report.json").read_text())
+    tails = {j["tag"]: j["log_tail"] for j in hvd["jobs"] if not j["skipped"]}
+    assert tails["cosmoflow-pytorch-r2"] == ["horovodrun: rank 1 exited with code 1"]
+    assert tails["probe-pytorch"] == []
 
 
 def test_native_auto_without_horovod_validates_ddp_and_says_so(
@@ -365,7 +370,11 @@ def test_a_build_folder_is_validated_for_its_images_frameworks_only(
     args = [str(build), "--suite", "cosmoflow", "-o", str(tmp_path / "rep")]
     result = CliRunner().invoke(validate_command, args)
     # (The fake probe describes no real image, so its stack checks fail: only what ran counts.)
-    assert "horovodrun (tensorflow): validation" in result.output, result.output
+    assert "horovodrun (tensorflow): validation FAILED" in result.output, result.output
+    assert result.exit_code == 1
+    # a failed validation leaves the user files as they were, and says so
+    assert "user files not pinned: the validation failed" in result.output
+    assert not (build / "pin.json").exists()
     assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == ["horovodrun"]
     report = json.loads((tmp_path / "rep/horovodrun/report.json").read_text())
     assert report["request"]["frameworks"] == ["tensorflow"]
