@@ -354,11 +354,17 @@ def validate_command(
 def not_pinned_after_failure(build_dir: Path) -> str:
     """What the user files run after a failed validation: an earlier validated image, or
     the unpinned tag, as before."""
+    from stackbuild.build.manifest import read_manifest
     from stackbuild.render.pin import read_pin
 
     old = read_pin(build_dir)
     if old is None:
         return "user files not pinned: the validation failed (publish refuses this image too)"
+    if old.image_id == read_manifest(build_dir).get("image_id"):
+        return (
+            f"user files stay pinned to {old.reference}, which an earlier validation passed; "
+            "publish refuses it until a validation passes again"
+        )
     return (
         "user files not pinned to this image: the validation failed; they still run the "
         f"validated {old.digest_reference or old.reference}"

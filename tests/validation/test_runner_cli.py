@@ -384,3 +384,20 @@ def test_a_build_folder_is_validated_for_its_images_frameworks_only(
     assert main(["validate", *args, "--framework", "pytorch"]) == 2
     error = " ".join(capsys.readouterr().err.split())
     assert f"{build} has no pytorch (its recipe's frameworks: tensorflow)" in error
+
+
+def test_a_failed_validation_says_what_the_user_files_still_run(tmp_path: Path) -> None:
+    """No pin: nothing changes. A pin to this image from an earlier pass stays (publish now
+    refuses it). A pin to an earlier image stays, and the message names that image."""
+    from stackbuild.commands.validate import not_pinned_after_failure
+    from stackbuild.render.pin import ImagePin, write_pin
+
+    manifest = {"schema": "stackbuild.manifest/v1", "image_id": "sha256:" + "a" * 64}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert "not pinned: the validation failed" in not_pinned_after_failure(tmp_path)
+    write_pin(tmp_path, ImagePin("h", "sha256:" + "a" * 64, "reg/img:1-aaaaaaaaaaaa"))
+    same = not_pinned_after_failure(tmp_path)
+    assert "stay pinned to reg/img:1-aaaaaaaaaaaa" in same and "publish refuses it" in same
+    write_pin(tmp_path, ImagePin("h", "sha256:" + "b" * 64, "reg/img:1-bbbbbbbbbbbb"))
+    older = not_pinned_after_failure(tmp_path)
+    assert "not pinned to this image" in older and "validated reg/img:1-bbbbbbbbbbbb" in older
