@@ -158,8 +158,26 @@ def render_command(
     if pin_folder is not None:
         chosen = [pinned(v, pin_folder) for v in chosen]
     for variant in chosen:
+        if not force:
+            refuse_build_folder(output / variant.name)
         path = render_variant(variant, output, formats, templates, force=force)
         console.print(Text(f"rendered {variant.name} -> {path}"))
+
+
+def refuse_build_folder(folder: Path) -> None:
+    """A render replaces its folder: one that holds a build's records (manifest, validation,
+    pin, logs) would lose them, and its user files would leave the validated image."""
+    from stackbuild.commands.build import BUILD_OUTPUTS
+
+    held = [name for name in BUILD_OUTPUTS if (folder / name).exists()]
+    if held:
+        raise StackbuildError(
+            f"{folder} holds a build ({', '.join(held)}): rendering there would delete "
+            "them, and its user files would stop naming the validated image",
+            hint=f"render into another directory with -o (add --pin {folder} for user files "
+            "that name its validated image), rebuild it with `stackbuild build`, or pass "
+            "--force to replace it",
+        )
 
 
 def pinned(variant: Variant, folder: Path) -> Variant:

@@ -53,6 +53,24 @@ def test_render_writes_only_the_requested_formats(run_cli, tmp_path: Path):
     assert produced == {"jobs", "modulefiles", "wrappers", ".stackbuild-render", "render.json"}
 
 
+def test_render_refuses_a_build_folder_and_loses_nothing(run_cli, tmp_path: Path):
+    """Rendering over a build would delete its manifest, validation record and pin, and its
+    user files would name the movable tag again: refused, with the ways out; --force goes."""
+    args = ("render", "cpu", "--variant", "pytorch-cpu", "--only", "modules", "-o", tmp_path)
+    assert run_cli(*args)[0] == 0
+    folder = tmp_path / "pytorch-cpu"
+    (folder / "manifest.json").write_text("{}")
+    (folder / "pin.json").write_text("{}")
+    code, _, err = run_cli(*args)
+    assert code == 2
+    message = " ".join(err.split())
+    assert f"{folder} holds a build (manifest.json, pin.json)" in message
+    assert f"--pin {folder}" in message and "--force" in message
+    assert (folder / "manifest.json").exists() and (folder / "pin.json").exists()
+    assert run_cli(*args, "--force")[0] == 0
+    assert not (folder / "manifest.json").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
