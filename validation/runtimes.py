@@ -122,7 +122,18 @@ RUNTIMES: dict[str, Runtime] = {
             # --preserve-fds 1; with --mpi an extra --preserve-fds also reaches the node's
             # shared `podman run -d` (started without fd 3), which then fails to start.
             preserve_fds=None,
-            inspect_id=("podman-hpc", "image", "inspect", "--format", "{{.Id}}"),
+            # env -u PMI_FD: under `srun --mpi=pmi2` podman-hpc adds --preserve-fds to every
+            # podman command (pmi_fd() in podman_hpc.py), which `image inspect` refuses.
+            inspect_id=(
+                "env",
+                "-u",
+                "PMI_FD",
+                "podman-hpc",
+                "image",
+                "inspect",
+                "--format",
+                "{{.Id}}",
+            ),
             label_option="--label={label}",
             module_hint="load the module that provides podman-hpc (e.g. module load podman-hpc)",
         ),

@@ -13,6 +13,7 @@ $STACKBUILD_TEST_PYTORCH_CPU names an already built image instead (reruns withou
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -263,6 +264,27 @@ def test_srun_ranks_of_podman_hpc_mpi_form_one_job_on_the_site_mpich(
         assert rank["libmpi"] == [expected], rank
 
 
+def module_srun_probe(
+    workdir: Path, rendered: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """`module load pytorch/2.13-cpu; srun -n 2 --mpi=pmi2 python probe.py` in workdir, with
+    the module rendered in rendered/pytorch-cpu."""
+    (workdir / "probe.py").write_text(PROBE)  # the wrapper mounts $PWD
+    script = (
+        f"source {LMOD_INIT}; module use {rendered}/pytorch-cpu/modulefiles/lmod; "
+        "module load pytorch/2.13-cpu; srun -n 2 --mpi=pmi2 python probe.py"
+    )
+    return subprocess.run(
+        ["bash", "-c", script],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=600,
+        check=False,
+    )
+
+
 @needs_podman_hpc
 @needs_slurm
 @pytest.mark.skipif(not LMOD_INIT.is_file(), reason="Lmod not installed (scripts/setup-host.sh)")
@@ -290,20 +312,8 @@ def test_module_load_then_srun_python_is_one_mpi_job_through_podman_hpc(
         check=False,
     )
     assert render.returncode == 0, render.stderr
-    (tmp_path / "probe.py").write_text(PROBE)  # the wrapper mounts $PWD
-    script = (
-        f"source {LMOD_INIT}; module use {tmp_path}/out/pytorch-cpu/modulefiles/lmod; "
-        "module load pytorch/2.13-cpu; srun -n 2 --mpi=pmi2 python probe.py"
-    )
-    proc = subprocess.run(
-        ["bash", "-c", script],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "STACKBUILD_IMAGE_OVERRIDE": image},  # exactly this session's image
-        timeout=600,
-        check=False,
-    )
+    # exactly this session's image
+    proc = module_srun_probe(tmp_path, tmp_path / "out", {"STACKBUILD_IMAGE_OVERRIDE": image})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     ranks = probe_lines(proc.stdout)
     assert sorted(r["rank"] for r in ranks) == [0, 1], proc.stdout
@@ -313,6 +323,43 @@ def test_module_load_then_srun_python_is_one_mpi_job_through_podman_hpc(
         r["libmpi"] == [[f"{MODULE_DIR}/{host.name}", host.stat().st_dev, host.stat().st_ino]]
         for r in ranks
     ), ranks
+
+
+@needs_podman_hpc
+@needs_slurm
+@pytest.mark.skipif(not LMOD_INIT.is_file(), reason="Lmod not installed (scripts/setup-host.sh)")
+def test_a_pinned_module_checks_the_validated_id_in_each_task_of_an_mpi_job(
+    pytorch_cpu: tuple[Path | None, str], tmp_path: Path
+) -> None:
+    """The pinned wrapper's check at start (`podman-hpc image inspect`) in each task of `srun
+    -n 2 --mpi=pmi2`, where podman-hpc gives every podman command --preserve-fds (which
+    inspect refuses; seen: the validated image refused as absent): the tag that names the
+    validated image runs, one that names another image stops with exit 3."""
+    from stackbuild.recipe import expand_matrix, load_recipe, select_variant
+    from stackbuild.recipe.matrix import with_runtime
+    from stackbuild.render.pin import ImagePin
+    from stackbuild.render.renderer import render_variant
+
+    _folder, image = pytorch_cpu
+    image_id = inspect_image(image).id
+    tag = "localhost/stackbuild-test/pinned:phpc"
+    variants = expand_matrix(load_recipe(PROJECT_ROOT / "recipes/cpu.yaml"))
+    variant = with_runtime(select_variant(variants, "pytorch-cpu"), "podman-hpc")
+    assert podman_hpc("tag", image_id, tag).returncode == 0
+    try:
+        for validated, wanted in ((image_id, 0), ("0" * 64, 3)):
+            pin = ImagePin(variant.build_digest, f"sha256:{validated}", tag)
+            out = tmp_path / validated[:4]
+            render_variant(dataclasses.replace(variant, pin=pin), out, ["modules"])
+            proc = module_srun_probe(tmp_path, out, {})
+            assert proc.returncode == wanted, proc.stdout[-2000:] + proc.stderr[-3000:]
+            if wanted == 0:
+                ranks = probe_lines(proc.stdout)
+                assert sorted(r["rank"] for r in ranks) == [0, 1], proc.stdout
+            else:
+                assert f"{tag} is {image_id}, not the validated image" in proc.stderr
+    finally:
+        podman_hpc("untag", image_id, tag)
 
 
 @needs_podman_hpc
