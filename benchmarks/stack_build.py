@@ -107,7 +107,8 @@ def measure_size(variant: str) -> dict[str, Any]:
         **size_numbers(build_dir, manifest["size_bytes"]),
         "size_measured_at": now(),
     }
-    subprocess.run(["podman", "rmi", BUILDER], capture_output=True)
+    # --no-prune: the builder stage's layers stay in the layer cache for the next build.
+    subprocess.run(["podman", "rmi", "--no-prune", BUILDER], capture_output=True)
     return numbers
 
 

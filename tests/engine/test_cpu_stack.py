@@ -81,7 +81,14 @@ def test_image_imports_its_framework_without_compilers_apt_cache_or_headers(buil
         # and apt's package cache (about 100 MB) is not left in a layer
         "&& ! ls /var/cache/apt/*.bin /var/cache/apt/archives/*.deb "
         # nor the framework's C/C++ headers (recipe pip.runtime_prune)
-        f"&& ! ls -d /opt/venv/lib/python3*/site-packages/{module}/include",
+        f"&& ! ls -d /opt/venv/lib/python3*/site-packages/{module}/include"
+        # nor torch's C++ test programs, while the helper torch.multiprocessing runs stays
+        + (
+            " && ! ls -d /opt/venv/lib/python3*/site-packages/torch/test"
+            " && test -x /opt/venv/lib/python3.11/site-packages/torch/bin/torch_shm_manager"
+            if module == "torch"
+            else ""
+        ),
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert built.manifest["variant"] == built.variant

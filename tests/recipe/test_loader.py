@@ -81,9 +81,11 @@ def test_shell_metacharacters_in_versions_and_packages_are_rejected(
 
 @pytest.mark.parametrize("path", ["../../etc", "/usr/lib", "torch/../../x", "torch/include; id"])
 def test_runtime_prune_takes_only_paths_inside_site_packages(cpu_recipe_text, write_recipe, path):
-    old = "pip: {runtime_prune: [torch/include]}"
+    old = "      runtime_prune:\n        - torch/include\n"
     assert old in cpu_recipe_text
-    path_file = write_recipe(cpu_recipe_text.replace(old, f"pip: {{runtime_prune: ['{path}']}}"))
+    path_file = write_recipe(
+        cpu_recipe_text.replace(old, f"      runtime_prune:\n        - '{path}'\n")
+    )
     with pytest.raises(RecipeError) as info:
         load_recipe(path_file)
     assert "pip.runtime_prune[0]" in str(info.value)

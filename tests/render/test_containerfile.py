@@ -86,9 +86,17 @@ def test_runtime_prunes_headers_in_the_layer_that_installs_the_frameworks(tmp_pa
     (site / "torch/include/c10").mkdir(parents=True)
     (site / "torch/include/c10/core.h").write_text("// header\n")
     (site / "torch/lib").mkdir()
+    (site / "torch/test").mkdir()
+    (site / "torch/test/c10_Bitset_test").write_text("gtest binary\n")
+    (site / "torch/bin").mkdir()
+    for name in ("test_api", "test_jit", "test_lazy", "protoc", "protoc-3.13.0.0"):
+        (site / "torch/bin" / name).write_text("program\n")
+    (site / "torch/bin/torch_shm_manager").write_text("torch.multiprocessing's helper\n")
     done = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert not (site / "torch/include").exists() and (site / "torch/lib").is_dir()
+    assert not (site / "torch/test").exists()
+    assert [p.name for p in (site / "torch/bin").iterdir()] == ["torch_shm_manager"]
     # A path the recipe names but the wheel does not have fails the build step, by name.
     again = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True)
     assert again.returncode == 1
