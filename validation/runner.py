@@ -224,15 +224,15 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-#: Lines a launcher prints around any failed rank (MPICH's hydra banner, Open MPI's and
-#: horovodrun's epilogue): left out of a failed job's detail so the rank's own error shows.
+#: Lines a launcher prints around any failed rank (MPICH's hydra banner, Open MPI's
+#: epilogue): left out of a failed job's detail so the rank's own error shows.
 #: Hydra's "YOUR APPLICATION TERMINATED WITH THE EXIT STRING: <signal>" line stays.
 _LAUNCHER_NOISE = re.compile(
     r"^(\[\d+\](<std(out|err)>)?:?\s*)?("
     r"|=+|-+|=\s.*|This typically refers to a problem.*"
     r"|Please see the FAQ page.*|Primary job\s+terminated normally.*"
     r"|a non-zero exit code\..*|Per user-direction, the job has been aborted\.?"
-    r"|mpirun detected that one or more processes exited.*|Terminating remaining processes.*"
+    r"|mpirun detected that one or more processes exited.*"
     r")$"
 )
 

@@ -85,7 +85,7 @@ def test_image_imports_its_framework_without_compilers_apt_cache_or_headers(buil
         # nor torch's C++ test programs, while the helper torch.multiprocessing runs stays
         + (
             " && ! ls -d /opt/venv/lib/python3*/site-packages/torch/test"
-            " && test -x /opt/venv/lib/python3.11/site-packages/torch/bin/torch_shm_manager"
+            " && test -x /opt/venv/lib/python3*/site-packages/torch/bin/torch_shm_manager"
             if module == "torch"
             else ""
         ),
